@@ -1,0 +1,1 @@
+"""geopixel (see README)."""

@@ -1,0 +1,1 @@
+"""Annotation adapters: one module per format, registered by name."""
