@@ -1,11 +1,142 @@
-"""The `geopixeld` command line."""
+"""geopixeld: build pixel-grounded remote-sensing conversation datasets (GeoPixelD style).
+
+Stages: prepare (tiles, priors, set-of-marks) → describe (LMM captions) → export → release.
+Run `geopixeld COMMAND --help` for each command's options.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, help=__doc__)
+from .config import PrepareConfig
+
+app = typer.Typer(no_args_is_help=True, help=__doc__, rich_markup_mode="markdown", pretty_exceptions_enable=False)
+
+
+def _parse_bands(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"bands must be comma-separated integers, got {value!r}") from None
+
+
+def _parse_clusters(values: list[str]) -> dict[str, str] | None:
+    if not values:
+        return None
+    out = {}
+    for v in values:
+        name, _, mode = v.partition("=")
+        out[name] = mode or "only"
+    return out
+
+
+@app.command()
+def prepare(
+    sources: Annotated[list[Path], typer.Argument(help="Images, folders or annotation files (depends on --format).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Annotation format: isaid (folders of P.png + P_instance_id_RGB.png + P_instance_color_RGB.png), "
+            "coco (instance JSON files), dota (folders with images/ + labelTxt/), boxes (CSV "
+            "image_path,xmin,ymin,xmax,ymax,label), geojson (rasters with sidecar .geojson), raster (imagery only).",
+        ),
+    ] = "isaid",
+    tile_size: Annotated[int, typer.Option(help="Tile side in px (800 = iSAID/GeoPixelD; 0 = whole images ≤ 4096).")] = 800,
+    overlap: Annotated[int, typer.Option(help="Overlap between neighbouring tiles in px (200 = iSAID).")] = 200,
+    min_area: Annotated[int, typer.Option(help="Drop visible pieces smaller than this many px.")] = 10,
+    min_visible_fraction: Annotated[float, typer.Option(help="Drop pieces showing less than this share of the object.")] = 0.0,
+    bands: Annotated[str | None, typer.Option(help="1-based bands to render as RGB, e.g. 4,3,2 (default 1,2,3).")] = None,
+    stretch: Annotated[str, typer.Option(help="auto (uint8 as is, else 2–98 % stretch), percentile or none.")] = "auto",
+    gsd: Annotated[float | None, typer.Option(help="Metres per pixel when the source does not say.")] = None,
+    cluster: Annotated[
+        list[str],
+        typer.Option(
+            help="Cluster category as NAME=only|dense (repeatable). Default: 'small vehicle=only' as in GeoPixelD."
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default
+    images: Annotated[Path | None, typer.Option(help="COCO: folder holding the images.")] = None,
+    annotations: Annotated[Path | None, typer.Option(help="GeoJSON: the features file for all SOURCE rasters.")] = None,
+    geojson_crs: Annotated[str, typer.Option(help="GeoJSON coordinates' CRS: auto, or e.g. EPSG:4326.")] = "auto",
+    marks_grid: Annotated[bool, typer.Option(help="Draw the 3×3 position grid on set-of-marks images.")] = False,
+    marks_contours: Annotated[bool, typer.Option(help="Outline marked instances on set-of-marks images.")] = False,
+    workers: Annotated[int, typer.Option(help="Images prepared in parallel (processes).")] = 1,
+    resume: Annotated[bool, typer.Option(help="Reuse images already prepared with the same inputs and settings.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Tile imagery, clip instances, compute spatial priors and draw set-of-marks images.
+
+    Writes OUT/tiles/*.png, OUT/marks/*.png, OUT/tiles.parquet, OUT/instances.parquet,
+    OUT/clusters.parquet and OUT/prepare_report.json (every skipped input with its reason).
+    Exits with status 1 when no image could be prepared.
+    """
+    from .prepare import prepare as run_prepare
+
+    options: dict[str, str] = {}
+    if images:
+        options["images"] = str(images)
+    if annotations:
+        options["annotations"] = str(annotations)
+    if geojson_crs != "auto":
+        options["geojson_crs"] = geojson_crs
+    kwargs = {}
+    clusters = _parse_clusters(cluster)
+    if clusters is not None:
+        kwargs["cluster_categories"] = clusters
+    try:
+        config = PrepareConfig(
+            format=format,
+            tile_size=tile_size,
+            overlap=overlap,
+            min_area=min_area,
+            min_visible_fraction=min_visible_fraction,
+            bands=_parse_bands(bands),
+            stretch=stretch,
+            gsd=gsd,
+            marks_grid=marks_grid,
+            marks_contours=marks_contours,
+            options=options,
+            **kwargs,
+        )
+        from .ingest import get_adapter
+
+        get_adapter(format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    summary = run_prepare(sources, config, out, workers=workers, resume=resume, progress=progress)
+    typer.echo(summary.text())
+    if summary.images_ok + summary.images_reused == 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print the geopixeld version."""
+    from . import __version__
+
+    typer.echo(__version__)
+
+
+@app.command()
+def formats() -> None:
+    """List the annotation formats prepare reads."""
+    from .ingest import ADAPTERS
+
+    for name, adapter in ADAPTERS.items():
+        typer.echo(f"{name:8s} {adapter.help}")
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

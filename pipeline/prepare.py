@@ -1,0 +1,469 @@
+"""Prepare: source imagery + annotations → tiles, set-of-marks images and instance/cluster tables.
+
+``prepare_image`` handles one source image (it is what a process pool or a Prefect task runs) and
+writes its own part files under ``OUT/parts/{image_id}/``; ``prepare`` discovers the inputs, runs the
+images (in parallel when asked), and merges the parts into ``OUT/tiles.parquet``,
+``OUT/instances.parquet`` and ``OUT/clusters.parquet``. An image that fails is reported in
+``OUT/prepare_report.json`` with the file and the problem, and never stops the others; an image
+whose part files were made from the same inputs and settings is reused, so a crashed run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from . import priors
+from .config import PrepareConfig, category_name
+from .errors import InputError, Skip
+from .ingest import ImageItem, get_adapter
+from .marks import Mark, draw_marks, place_marks
+from .raster import RowBandReader, compute_stretch, read_info, resolve_bands
+from .records import TileInstance
+from .rle import encode_local
+from .tables import CLUSTERS_SCHEMA, INSTANCES_SCHEMA, TILES_SCHEMA, concat_parts, write_table
+from .tiling import Tile, tile_grid
+
+PNG_COMPRESS_LEVEL = 3
+REPORT_VERSION = 1
+
+
+@dataclass
+class ImageReport:
+    """What happened to one source image."""
+
+    image_id: str
+    image_path: str
+    status: str  # ok | failed | reused
+    tiles: int = 0
+    instances: int = 0
+    clusters: int = 0
+    marks: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    repairs: int = 0
+    skips: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+    signature: str = ""
+    config_digest: str = ""
+    version: int = REPORT_VERSION
+
+
+def input_signature(item: ImageItem) -> str:
+    """Sizes and modification times of every input file of an item (cheap change detection)."""
+    parts = []
+    for p in [item.image_path, *sorted(item.annotations.values())]:
+        try:
+            st = os.stat(p)
+            parts.append(f"{p}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{p}:missing")
+    parts.append(json.dumps(item.options, sort_keys=True, default=str))
+    return "|".join(parts)
+
+
+def _tile_transform(t: tuple[float, ...], x0: int, y0: int) -> list[float]:
+    a, b, c, d, e, f = t[:6]
+    return [a, b, a * x0 + b * y0 + c, d, e, d * x0 + e * y0 + f]
+
+
+def _reading_order(points: list[tuple[float, float]], height: int) -> list[int]:
+    band = max(1.0, height / 10)
+    return sorted(range(len(points)), key=lambda i: (int(points[i][1] // band), points[i][0], points[i][1]))
+
+
+def process_tile(
+    tile: Tile,
+    instances: list[TileInstance],
+    config: PrepareConfig,
+    gsd: float | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Mark], Counter[str]]:
+    """Priors, clusters and marks for one tile's instances → instance rows, cluster rows, marks, drops."""
+    w, h = tile.width, tile.height
+    dropped: Counter[str] = Counter()
+    kept: list[TileInstance] = []
+    for inst in instances:
+        area = inst.mask.area
+        if area < config.min_area:
+            dropped["under_min_area"] += 1
+        elif inst.visible_fraction < config.min_visible_fraction:
+            dropped["under_min_visible_fraction"] += 1
+        else:
+            kept.append(inst)
+    shapes = [priors.measure(i.mask) for i in kept]
+    areas = [float(i.mask.area) for i in kept]
+    names = [category_name(i.category) for i in kept]
+
+    # Clusters per cluster category.
+    cluster_of: dict[int, str] = {}
+    cluster_rows: list[dict[str, Any]] = []
+    by_cat: dict[str, list[int]] = {}
+    for k, name in enumerate(names):
+        if name in config.cluster_categories:
+            by_cat.setdefault(name, []).append(k)
+    for name in sorted(by_cat):
+        idxs = by_cat[name]
+        mode = config.cluster_categories[name]
+        pts = np.array([[shapes[k].cx, shapes[k].cy] for k in idxs])
+        sizes = np.sqrt(np.array([areas[k] for k in idxs]))
+        groups = priors.cluster_points(pts, sizes, max(w, h), config.cluster_link)
+        groups = sorted(groups, key=lambda g: (min(pts[j][1] for j in g), min(pts[j][0] for j in g)))
+        for g in groups:
+            if mode == "dense" and len(g) < config.min_cluster_size:
+                continue
+            members = [idxs[j] for j in g]
+            cid = f"{tile.tile_id}#c{len(cluster_rows) + 1}"
+            for m in members:
+                cluster_of[m] = cid
+            gp = pts[g]
+            boxes = np.array([kept[m].mask.bbox() for m in members])
+            x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
+            x1, y1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
+            cluster_rows.append(
+                {
+                    "cluster_id": cid,
+                    "tile_id": tile.tile_id,
+                    "image_id": tile.image_id,
+                    "category": kept[members[0]].category,
+                    "category_name": name,
+                    "instance_ids": [kept[m].instance_id for m in members],
+                    "position": priors.cluster_position(gp, w, h),
+                    "count": len(members),
+                    "count_word": priors.count_word(len(members)),
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                }
+            )
+
+    # Marks for every instance not described through a cluster.
+    to_mark = [k for k in range(len(kept)) if k not in cluster_of]
+    placements = place_marks([kept[k].mask for k in to_mark], w, h)
+    order = _reading_order([(p[0], p[1]) for p in placements], h)
+    marks: list[Mark] = []
+    mark_of: dict[int, Mark] = {}
+    for number, j in enumerate(order, start=1):
+        x, y, box = placements[j]
+        mk = Mark(number, x, y, box)
+        marks.append(mk)
+        mark_of[to_mark[j]] = mk
+
+    rows = []
+    for k, inst in enumerate(kept):
+        s = shapes[k]
+        mk = mark_of.get(k)
+        elong = s.elongation if s.width_px > 0 else None
+        angle = s.angle_deg if elong is not None and elong >= 1.2 else None
+        rows.append(
+            {
+                "tile_id": tile.tile_id,
+                "image_id": tile.image_id,
+                "instance_id": inst.instance_id,
+                "category": inst.category,
+                "category_name": names[k],
+                "rle": encode_local(inst.mask, h, w),
+                "bbox": list(inst.mask.bbox()),
+                "area": areas[k],
+                "visible_fraction": round(inst.visible_fraction, 6),
+                "truncated": inst.truncated,
+                "position": priors.position_word(s.cx, s.cy, w, h),
+                "size_class": priors.size_class(areas[k], w, h),
+                "centroid_x": s.cx,
+                "centroid_y": s.cy,
+                "length_px": s.length_px,
+                "width_px": s.width_px,
+                "length_m": s.length_px * gsd if gsd else None,
+                "width_m": s.width_px * gsd if gsd else None,
+                "orientation_deg": angle,
+                "orientation_word": priors.orientation_word(angle, elong or 0.0),
+                "elongation": elong if elong is not None and np.isfinite(elong) else None,
+                "mark": mk.number if mk else None,
+                "mark_x": mk.x if mk else None,
+                "mark_y": mk.y if mk else None,
+                "mark_box": list(mk.box) if mk else None,
+                "cluster_id": cluster_of.get(k),
+                "geometry_kind": inst.geometry_kind,
+                "prompt_box": inst.prompt_box,
+                "mask_source": inst.mask_source,
+                "mask_model": inst.mask_model,
+                "mask_score": inst.mask_score,
+                "source_ref": inst.source_ref,
+            }
+        )
+    return rows, cluster_rows, marks, dropped
+
+
+def prepare_image(item: ImageItem, config: PrepareConfig, out_dir: str | Path, resume: bool = True) -> ImageReport:
+    """Tile one image and write its tiles, marks and part tables. Never raises for bad input."""
+    out = Path(out_dir)
+    part_dir = out / "parts" / item.image_id
+    signature = input_signature(item)
+    digest = config.digest()
+    report_path = part_dir / "report.json"
+    if resume and report_path.exists():
+        try:
+            old = json.loads(report_path.read_text())
+            if old.get("signature") == signature and old.get("config_digest") == digest and old["status"] == "ok":
+                old["status"] = "reused"
+                return ImageReport(**old)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    report = ImageReport(item.image_id, item.image_path, "ok", signature=signature, config_digest=digest)
+    written: list[Path] = []
+    try:
+        _prepare_into(item, config, out, part_dir, report, written)
+    except (InputError, ValueError, OSError) as exc:
+        path = exc.path if isinstance(exc, InputError) else item.image_path
+        problem = exc.problem if isinstance(exc, InputError) else str(exc)
+        _fail(report, written, part_dir, path, problem)
+    except Exception as exc:  # noqa: BLE001 - one bad image never stops the batch
+        _fail(report, written, part_dir, item.image_path, f"unexpected {type(exc).__name__}: {exc}")
+        report.skips[-1]["trace"] = traceback.format_exc(limit=5)
+    part_dir.mkdir(parents=True, exist_ok=True)
+    tmp = report_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(report), indent=1))
+    tmp.replace(report_path)
+    return report
+
+
+def _fail(report: ImageReport, written: list[Path], part_dir: Path, path: str, problem: str) -> None:
+    for p in written:
+        p.unlink(missing_ok=True)
+    for name in ("tiles", "instances", "clusters"):
+        (part_dir / f"{name}.parquet").unlink(missing_ok=True)
+    report.status = "failed"
+    report.error = f"{path}: {problem}"
+    report.skips.append(Skip(path, "prepare", problem, "image").to_dict())
+    report.tiles = report.instances = report.clusters = report.marks = 0
+
+
+def _prepare_into(
+    item: ImageItem, config: PrepareConfig, out: Path, part_dir: Path, report: ImageReport, written: list[Path]
+) -> None:
+    info = read_info(item.image_path)
+    loaded = get_adapter(item.format).load(item, info.width, info.height, info.crs, info.transform)
+    report.skips.extend(s.to_dict() for s in loaded.skips)
+    report.repairs = loaded.repairs
+    gsd = info.gsd or loaded.gsd or config.gsd
+    bands = resolve_bands(info, config.bands)
+    stretch = compute_stretch(item.image_path, bands, config.stretch, config.percentiles)
+    tiles = tile_grid(item.image_id, info.width, info.height, config.tile_size, config.overlap)
+    (out / "tiles").mkdir(parents=True, exist_ok=True)
+    (out / "marks").mkdir(parents=True, exist_ok=True)
+    tile_rows: list[dict[str, Any]] = []
+    inst_rows: list[dict[str, Any]] = []
+    cluster_rows: list[dict[str, Any]] = []
+    dropped: Counter[str] = Counter()
+    masked = info.nodata is not None
+    try:
+        with RowBandReader(item.image_path, bands, masked=masked) as reader:
+            for tile in tiles:
+                data, valid = reader.rows(tile.y0, tile.y1)
+                crop = data[:, :, tile.x0 : tile.x1]
+                vcrop = valid[:, tile.x0 : tile.x1]
+                instances = loaded.source.instances_in(tile)
+                nodata_fraction = 1.0 - float(vcrop.mean())
+                if not vcrop.any():
+                    report.skips.append(
+                        Skip(f"{item.image_path}#{tile.tile_id}", "tile", "tile is entirely nodata", "tile").to_dict()
+                    )
+                    dropped["instances_on_nodata_tiles"] += len(instances)
+                    continue
+                rgb = stretch.apply(crop, vcrop if masked else None)
+                if rgb.shape[2] == 1:
+                    rgb = np.repeat(rgb, 3, axis=2)
+                rows, crows, marks, drops = process_tile(tile, instances, config, gsd)
+                dropped.update(drops)
+                tile_path = out / "tiles" / f"{tile.tile_id}.png"
+                marks_path = out / "marks" / f"{tile.tile_id}.png"
+                Image.fromarray(rgb).save(tile_path, compress_level=PNG_COMPRESS_LEVEL)
+                written.append(tile_path)
+                contours = None
+                if config.marks_contours:
+                    marked = {r["instance_id"] for r in rows if r["mark"] is not None}
+                    contours = [i.mask for i in instances if i.instance_id in marked]
+                draw_marks(rgb, marks, contours, config.marks_grid).save(marks_path, compress_level=PNG_COMPRESS_LEVEL)
+                written.append(marks_path)
+                tile_rows.append(
+                    {
+                        "tile_id": tile.tile_id,
+                        "image_id": item.image_id,
+                        "source_path": item.image_path,
+                        "x0": tile.x0,
+                        "y0": tile.y0,
+                        "x1": tile.x1,
+                        "y1": tile.y1,
+                        "width": tile.width,
+                        "height": tile.height,
+                        "crs": info.crs,
+                        "transform": _tile_transform(info.transform, tile.x0, tile.y0),
+                        "gsd": gsd,
+                        "nodata_fraction": nodata_fraction,
+                        "tile_path": f"tiles/{tile.tile_id}.png",
+                        "marks_path": f"marks/{tile.tile_id}.png",
+                        "n_instances": len(rows),
+                        "n_marks": len(marks),
+                        "n_clusters": len(crows),
+                    }
+                )
+                inst_rows.extend(rows)
+                cluster_rows.extend(crows)
+                report.marks += len(marks)
+    finally:
+        loaded.source.close()
+    part_dir.mkdir(parents=True, exist_ok=True)
+    write_table(tile_rows, TILES_SCHEMA, part_dir / "tiles.parquet")
+    write_table(inst_rows, INSTANCES_SCHEMA, part_dir / "instances.parquet")
+    write_table(cluster_rows, CLUSTERS_SCHEMA, part_dir / "clusters.parquet")
+    report.tiles, report.instances, report.clusters = len(tile_rows), len(inst_rows), len(cluster_rows)
+    report.dropped = dict(dropped)
+
+
+@dataclass
+class PrepareSummary:
+    """Totals of a prepare run, and every skipped input with its reason."""
+
+    out_dir: str
+    images: int
+    images_ok: int
+    images_failed: int
+    images_reused: int
+    tiles: int
+    instances: int
+    clusters: int
+    marks: int
+    repairs: int
+    dropped: dict[str, int]
+    skipped: list[dict[str, str]]
+    skipped_by_reason: dict[str, int]
+
+    def text(self) -> str:
+        lines = [
+            f"prepare → {self.out_dir}",
+            f"  images   {self.images} ({self.images_ok} done, {self.images_reused} reused, {self.images_failed} failed)",
+            f"  tiles    {self.tiles}",
+            f"  instances {self.instances} ({self.marks} marked), clusters {self.clusters}",
+            f"  polygons repaired {self.repairs}",
+        ]
+        if self.dropped:
+            lines.append("  dropped pieces: " + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())))
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)}:")
+            for reason, n in sorted(self.skipped_by_reason.items(), key=lambda kv: -kv[1]):
+                lines.append(f"    {n} × {reason}")
+            for s in self.skipped[:10]:
+                lines.append(f"    - {s['path']}: {s['reason']}")
+            if len(self.skipped) > 10:
+                lines.append(f"    ... {len(self.skipped) - 10} more in prepare_report.json")
+        return "\n".join(lines)
+
+
+def discover(sources: Sequence[str | Path], config: PrepareConfig) -> tuple[list[ImageItem], list[Skip]]:
+    """Items to prepare and the inputs skipped while looking for them (duplicate image ids included)."""
+    adapter = get_adapter(config.format)
+    items, skips = adapter.discover([Path(s) for s in sources], dict(config.options))
+    seen: dict[str, str] = {}
+    unique = []
+    for it in items:
+        if it.image_id in seen:
+            skips.append(Skip(it.image_path, "discover", f"duplicate image id {it.image_id!r} (also {seen[it.image_id]})"))
+            continue
+        seen[it.image_id] = it.image_path
+        unique.append(it)
+    return unique, skips
+
+
+def merge(out_dir: str | Path, image_ids: Sequence[str]) -> dict[str, int]:
+    """Concatenate the part tables of ``image_ids`` into the top-level tables; returns row counts."""
+    out = Path(out_dir)
+    counts = {}
+    for name, schema in (("tiles", TILES_SCHEMA), ("instances", INSTANCES_SCHEMA), ("clusters", CLUSTERS_SCHEMA)):
+        parts = [out / "parts" / i / f"{name}.parquet" for i in image_ids]
+        counts[name] = concat_parts(parts, schema, out / f"{name}.parquet")
+    return counts
+
+
+def summarize(out_dir: str | Path, reports: Sequence[ImageReport], discover_skips: Sequence[Skip]) -> PrepareSummary:
+    skipped = [s.to_dict() for s in discover_skips] + [s for r in reports for s in r.skips]
+    dropped: Counter[str] = Counter()
+    for r in reports:
+        dropped.update(r.dropped)
+    return PrepareSummary(
+        out_dir=str(out_dir),
+        images=len(reports) + sum(1 for s in discover_skips if s.kind == "image"),
+        images_ok=sum(r.status == "ok" for r in reports),
+        images_failed=sum(r.status == "failed" for r in reports) + sum(1 for s in discover_skips if s.kind == "image"),
+        images_reused=sum(r.status == "reused" for r in reports),
+        tiles=sum(r.tiles for r in reports),
+        instances=sum(r.instances for r in reports),
+        clusters=sum(r.clusters for r in reports),
+        marks=sum(r.marks for r in reports),
+        repairs=sum(r.repairs for r in reports),
+        dropped=dict(dropped),
+        skipped=[{k: v for k, v in s.items() if k != "trace"} for s in skipped],
+        skipped_by_reason=dict(Counter(_reason_key(s["reason"]) for s in skipped)),
+    )
+
+
+def _reason_key(reason: str) -> str:
+    return reason.split(" (")[0].split(":")[0]
+
+
+def prepare(
+    sources: Sequence[str | Path],
+    config: PrepareConfig,
+    out_dir: str | Path,
+    workers: int = 1,
+    resume: bool = True,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Prepare every image found in ``sources``; see the module docstring for the outputs."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items, discover_skips = discover(sources, config)
+    reports: list[ImageReport] = []
+    bar = tqdm(total=len(items), desc="prepare", unit="image", disable=not progress)
+    if workers <= 1 or len(items) <= 1:
+        for it in items:
+            reports.append(prepare_image(it, config, out, resume))
+            bar.set_postfix(tiles=sum(r.tiles for r in reports))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(prepare_image, it, config, out, resume): it for it in items}
+            for fut in as_completed(futures):
+                it = futures[fut]
+                try:
+                    reports.append(fut.result())
+                except Exception as exc:  # noqa: BLE001 - a crashed worker is one failed image
+                    rep = ImageReport(it.image_id, it.image_path, "failed", error=str(exc))
+                    rep.skips.append(Skip(it.image_path, "prepare", f"worker crashed: {exc}").to_dict())
+                    reports.append(rep)
+                bar.set_postfix(tiles=sum(r.tiles for r in reports))
+                bar.update()
+    bar.close()
+    order = {it.image_id: k for k, it in enumerate(items)}
+    reports.sort(key=lambda r: order.get(r.image_id, 0))
+    merge(out, [r.image_id for r in reports if r.status in ("ok", "reused")])
+    summary = summarize(out, reports, discover_skips)
+    payload = {"summary": asdict(summary), "config": config.model_dump(mode="json"), "images": [asdict(r) for r in reports]}
+    (out / "prepare_report.json").write_text(json.dumps(payload, indent=1, default=str))
+    return summary
+
+
+def clean_outputs(out_dir: str | Path) -> None:
+    """Remove everything prepare writes (used by ``--fresh``)."""
+    out = Path(out_dir)
+    for sub in ("tiles", "marks", "parts"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    for name in ("tiles.parquet", "instances.parquet", "clusters.parquet", "prepare_report.json"):
+        (out / name).unlink(missing_ok=True)

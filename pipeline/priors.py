@@ -1,0 +1,169 @@
+"""Spatial priors: where an object is, how big, which way it points, and groups of small objects.
+
+Rules (all in tile coordinates; documented in the README too):
+
+* Position word: the mask centroid on a 3×3 grid of equal thirds: ``top left, top, top right, left,
+  center, right, bottom left, bottom, bottom right``.
+* Relative size class, from the visible area as a share of the tile's area: ``small`` < 0.1 %,
+  ``medium`` < 2 %, ``large`` otherwise (on an 800² tile: < 640 px, < 12,800 px).
+* Length × width: the sides of the minimum rotated rectangle of the visible mask; in metres when
+  the GSD is known. Orientation: the long side's angle in degrees in [0, 180), counter-clockwise
+  from the image's x axis (east on north-up imagery); elongation = length / width. Objects with an
+  elongation under 1.2 have no orientation word.
+* Clusters: instances of a cluster category are grouped by single-linkage on their centroids with
+  a link distance of ``cluster_link`` × the median object size (√area) of that category in the
+  tile, bounded to [8 px, tile side / 4]. Count words: 1 ``a single``, 2 ``two``, 3–5 ``a few``,
+  6–10 ``several``, 11–20 ``many``, more ``numerous``.
+* Cluster position, refined: a cluster that fills all three columns and rows is ``across the
+  image``; one confined to one column (row) of the 3×3 grid and spanning at least two rows (columns)
+  is ``left side``/``right side`` (``top side``/``bottom side``; the middle column/row gives
+  ``center``); otherwise the word of its members' mean centroid on the 3×3 grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from .rle import LocalMask
+
+POSITION_WORDS = (
+    ("top left", "top", "top right"),
+    ("left", "center", "right"),
+    ("bottom left", "bottom", "bottom right"),
+)
+SIZE_THRESHOLDS = (0.001, 0.02)  # share of tile area: small below the first, medium below the second
+COUNT_WORDS = ((1, "a single"), (2, "two"), (5, "a few"), (10, "several"), (20, "many"))
+
+
+def grid_cell(x: float, y: float, width: int, height: int) -> tuple[int, int]:
+    """(row, column) of a point on the 3×3 grid."""
+    col = min(2, max(0, int(3 * x / width)))
+    row = min(2, max(0, int(3 * y / height)))
+    return row, col
+
+
+def position_word(x: float, y: float, width: int, height: int) -> str:
+    row, col = grid_cell(x, y, width, height)
+    return POSITION_WORDS[row][col]
+
+
+def size_class(area: float, width: int, height: int) -> str:
+    share = area / float(width * height)
+    if share < SIZE_THRESHOLDS[0]:
+        return "small"
+    if share < SIZE_THRESHOLDS[1]:
+        return "medium"
+    return "large"
+
+
+def count_word(n: int) -> str:
+    for limit, word in COUNT_WORDS:
+        if n <= limit:
+            return word
+    return "numerous"
+
+
+def orientation_word(angle_deg: float | None, elongation: float) -> str | None:
+    """``horizontal``, ``vertical`` or a diagonal, for elongated objects; ``None`` for compact ones."""
+    if angle_deg is None or elongation < 1.2:
+        return None
+    a = angle_deg % 180
+    if a < 22.5 or a >= 157.5:
+        return "horizontal"
+    if a < 67.5:
+        return "diagonal, rising to the right"
+    if a < 112.5:
+        return "vertical"
+    return "diagonal, falling to the right"
+
+
+@dataclass
+class Shape:
+    """Measured shape of a mask: centroid (tile px), rotated-rectangle sides (px) and long-side angle."""
+
+    cx: float
+    cy: float
+    length_px: float
+    width_px: float
+    angle_deg: float | None
+
+    @property
+    def elongation(self) -> float:
+        return self.length_px / self.width_px if self.width_px > 0 else float("inf")
+
+
+def _boundary_points(arr: np.ndarray) -> np.ndarray:
+    """Corner points of the mask's boundary pixels (x, y), enough for a rotated rectangle."""
+    padded = np.pad(arr, 1)
+    interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    ys, xs = np.nonzero(arr & ~interior)
+    corners = np.concatenate(
+        [np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)], axis=0
+    ).astype(np.float64)
+    return corners
+
+
+def measure(mask: LocalMask) -> Shape:
+    arr = mask.array
+    ys, xs = np.nonzero(arr)
+    if xs.size == 0:
+        return Shape(float(mask.x0), float(mask.y0), 0.0, 0.0, None)
+    cx = float(mask.x0 + xs.mean() + 0.5)
+    cy = float(mask.y0 + ys.mean() + 0.5)
+    pts = _boundary_points(arr)
+    rect = shapely.minimum_rotated_rectangle(shapely.multipoints(pts))
+    coords = np.asarray(rect.exterior.coords)[:4] if rect.geom_type == "Polygon" else None
+    if coords is None:
+        return Shape(cx, cy, float(max(arr.shape)), float(min(arr.shape)), None)
+    e1, e2 = coords[1] - coords[0], coords[2] - coords[1]
+    l1, l2 = float(np.hypot(*e1)), float(np.hypot(*e2))
+    long_edge = e1 if l1 >= l2 else e2
+    # Image y grows downwards; flip it so angles read counter-clockwise as on a map.
+    angle = math.degrees(math.atan2(-long_edge[1], long_edge[0])) % 180.0
+    return Shape(cx, cy, max(l1, l2), min(l1, l2), angle)
+
+
+@dataclass
+class ClusterGroup:
+    """Indexes (into the caller's list) of one cluster's members."""
+
+    members: list[int]
+
+
+def cluster_points(points: np.ndarray, sizes: np.ndarray, tile_side: int, link: float = 2.5) -> list[list[int]]:
+    """Single-linkage groups of points, link distance from the median object size (see module doc)."""
+    n = len(points)
+    if n == 0:
+        return []
+    if n == 1:
+        return [[0]]
+    eps = float(np.clip(link * np.median(sizes), 8.0, tile_side / 4.0))
+    pairs = cKDTree(points).query_pairs(eps, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else coo_matrix((n, n))
+    k, labels = connected_components(graph, directed=False)
+    groups: list[list[int]] = [[] for _ in range(k)]
+    for i, lab in enumerate(labels):
+        groups[int(lab)].append(i)
+    return groups
+
+
+def cluster_position(points: np.ndarray, width: int, height: int) -> str:
+    """Refined position of a group of centroids (see module doc)."""
+    cells = [grid_cell(x, y, width, height) for x, y in points]
+    rows = {r for r, _ in cells}
+    cols = {c for _, c in cells}
+    if len(rows) == 3 and len(cols) == 3:
+        return "across the image"
+    if len(cols) == 1 and len(rows) >= 2:
+        return ("left side", "center", "right side")[next(iter(cols))]
+    if len(rows) == 1 and len(cols) >= 2:
+        return ("top side", "center", "bottom side")[next(iter(rows))]
+    mx, my = points.mean(axis=0)
+    return position_word(float(mx), float(my), width, height)
