@@ -118,6 +118,50 @@ def prepare(
 
 
 @app.command()
+def describe(
+    data: Annotated[Path, typer.Argument(help="A folder made by `geopixeld prepare`.")],
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 or a local vLLM server. "
+                     "Default: start the embedded offline describer on 127.0.0.1."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the offline describer).")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (never logged).")] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
+    timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.")] = 60.0,
+    retries: Annotated[int, typer.Option(help="Retries on 429/5xx/timeouts (exponential back-off, Retry-After).")] = 5,
+    prompts: Annotated[str | None, typer.Option(help="Prompt set name under prompts/ or a folder (default geopixeld-v1).")] = None,
+    metric_priors: Annotated[bool, typer.Option(help="Add measured size (m) and orientation to instance prompts.")] = False,
+    phrase_naming: Annotated[str, typer.Option(help="indexed ('tennis court-1', GeoPixelD) or noun (words of the sentence).")] = "indexed",
+    detail: Annotated[str, typer.Option(help="Image detail sent to the LMM: auto, low or high.")] = "auto",
+    cache_dir: Annotated[Path | None, typer.Option(help="Response cache folder (default DATA/lmm_cache).")] = None,
+    prices: Annotated[Path | None, typer.Option(help="Price table (YAML/JSON) for cost estimates.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Describe prepared tiles with an LMM (holistic, instance and cluster tiers) and ground the captions.
+
+    Writes DATA/samples.parquet (one row per tile: gcg_caption with `<p> phrase </p> [SEG]`, caption,
+    phrases with character spans, masks in [SEG] order, flags) and DATA/lmm_calls.parquet (every call:
+    status, attempts, latency, tokens, raw answer). Answers are cached: a rerun sends no request for
+    what already succeeded.
+    """
+    from .describe import DescribeConfig
+    from .describe import describe as run_describe
+
+    try:
+        config = DescribeConfig(
+            base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout,
+            max_retries=retries, prompts=prompts, metric_priors=metric_priors, phrase_naming=phrase_naming,
+            detail=detail, cache_dir=str(cache_dir) if cache_dir else None, prices_file=str(prices) if prices else None,
+        )
+        summary = run_describe(data, config, progress=progress)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(summary.text())
+
+
+@app.command()
 def version() -> None:
     """Print the geopixeld version."""
     from . import __version__
@@ -132,6 +176,16 @@ def formats() -> None:
 
     for name, adapter in ADAPTERS.items():
         typer.echo(f"{name:8s} {adapter.help}")
+
+
+def _mount_subcommands() -> None:
+    """Sub-apps of the other stages (LMM server, releases, review app)."""
+    from .lmm.cli import app as lmm_app
+
+    app.add_typer(lmm_app, name="lmm", help="The embedded offline describer (an OpenAI-compatible server).")
+
+
+_mount_subcommands()
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from PIL import Image
 from tqdm import tqdm
 
@@ -37,6 +38,7 @@ from .tables import CLUSTERS_SCHEMA, INSTANCES_SCHEMA, TILES_SCHEMA, concat_part
 from .tiling import Tile, tile_grid
 
 PNG_COMPRESS_LEVEL = 3
+GDAL_CACHE_MB = 128
 REPORT_VERSION = 1
 
 
@@ -220,7 +222,10 @@ def prepare_image(item: ImageItem, config: PrepareConfig, out_dir: str | Path, r
     report = ImageReport(item.image_id, item.image_path, "ok", signature=signature, config_digest=digest)
     written: list[Path] = []
     try:
-        _prepare_into(item, config, out, part_dir, report, written)
+        # GDAL's block cache defaults to 5 % of RAM; rows are read once, so a small cache suffices and
+        # keeps peak memory independent of the image size.
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
+            _prepare_into(item, config, out, part_dir, report, written)
     except (InputError, ValueError, OSError) as exc:
         path = exc.path if isinstance(exc, InputError) else item.image_path
         problem = exc.problem if isinstance(exc, InputError) else str(exc)

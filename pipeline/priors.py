@@ -26,10 +26,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
+from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from .rle import LocalMask
 
@@ -110,24 +109,45 @@ def _boundary_points(arr: np.ndarray) -> np.ndarray:
     return corners
 
 
+def min_area_rect(points: np.ndarray) -> tuple[float, float, float] | None:
+    """Sides and long-side angle of the minimum-area rectangle around ``points`` (N×2, x right, y down).
+
+    Rotating calipers over the convex hull's edges: the best rectangle has a side on one of them.
+    Returns ``(long_side, short_side, angle_deg)`` or ``None`` for degenerate (collinear) input.
+    """
+    try:
+        hull = points[ConvexHull(points).vertices]
+    except (QhullError, ValueError):
+        return None
+    edges = np.roll(hull, -1, axis=0) - hull
+    angles = np.arctan2(edges[:, 1], edges[:, 0])
+    cos, sin = np.cos(angles), np.sin(angles)
+    # Project every hull point on each edge direction (u) and its normal (v).
+    u = hull[None, :, 0] * cos[:, None] + hull[None, :, 1] * sin[:, None]
+    v = -hull[None, :, 0] * sin[:, None] + hull[None, :, 1] * cos[:, None]
+    du = u.max(axis=1) - u.min(axis=1)
+    dv = v.max(axis=1) - v.min(axis=1)
+    best = int(np.argmin(du * dv))
+    a, b = float(du[best]), float(dv[best])
+    theta = float(angles[best]) if a >= b else float(angles[best]) + math.pi / 2
+    # Image y grows downwards; flip it so angles read counter-clockwise as on a map.
+    angle = math.degrees(math.atan2(-math.sin(theta), math.cos(theta))) % 180.0
+    return max(a, b), min(a, b), angle
+
+
 def measure(mask: LocalMask) -> Shape:
+    """Centroid, minimum-area rectangle sides and orientation of a mask (pixel edges, not centres)."""
     arr = mask.array
     ys, xs = np.nonzero(arr)
     if xs.size == 0:
         return Shape(float(mask.x0), float(mask.y0), 0.0, 0.0, None)
     cx = float(mask.x0 + xs.mean() + 0.5)
     cy = float(mask.y0 + ys.mean() + 0.5)
-    pts = _boundary_points(arr)
-    rect = shapely.minimum_rotated_rectangle(shapely.multipoints(pts))
-    coords = np.asarray(rect.exterior.coords)[:4] if rect.geom_type == "Polygon" else None
-    if coords is None:
+    rect = min_area_rect(_boundary_points(arr))
+    if rect is None:
         return Shape(cx, cy, float(max(arr.shape)), float(min(arr.shape)), None)
-    e1, e2 = coords[1] - coords[0], coords[2] - coords[1]
-    l1, l2 = float(np.hypot(*e1)), float(np.hypot(*e2))
-    long_edge = e1 if l1 >= l2 else e2
-    # Image y grows downwards; flip it so angles read counter-clockwise as on a map.
-    angle = math.degrees(math.atan2(-long_edge[1], long_edge[0])) % 180.0
-    return Shape(cx, cy, max(l1, l2), min(l1, l2), angle)
+    length, width, angle = rect
+    return Shape(cx, cy, length, width, angle)
 
 
 @dataclass

@@ -107,3 +107,38 @@ def concat_parts(paths: list[Path], schema: pa.Schema, out: Path) -> int:
     pq.write_table(table, tmp)
     tmp.replace(out)
     return table.num_rows
+
+PHRASE_TYPE = pa.struct(
+    [
+        ("text", pa.string()),
+        ("start", pa.int32()),
+        ("end", pa.int32()),
+        ("instance_ids", pa.list_(pa.int64())),
+        ("category", pa.string()),
+        ("kind", pa.string()),
+    ]
+)
+FLAG_TYPE = pa.struct([("code", pa.string()), ("severity", pa.string()), ("detail", pa.string())])
+
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("tile_id", pa.string()),
+        ("image_id", pa.string()),
+        ("tile_path", pa.string()),
+        ("marks_path", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("gcg_caption", pa.string()),
+        ("caption", pa.string()),
+        ("phrases", pa.list_(PHRASE_TYPE)),
+        ("masks", pa.list_(RLE_TYPE)),
+        ("flags", pa.list_(FLAG_TYPE)),
+        ("max_severity", pa.string()),
+        ("holistic", pa.string()),
+        ("n_instances", pa.int32()),
+        ("n_grounded_instances", pa.int32()),
+        ("lmm_model", pa.string()),
+        ("prompt_version", pa.string()),
+    ]
+)
+SCHEMAS["samples"] = SAMPLES_SCHEMA

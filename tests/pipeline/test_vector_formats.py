@@ -20,7 +20,7 @@ from pipeline.rle import decode
 
 
 def _run(sources: list[Path], out: Path, **kw) -> tuple[dict, list[dict], list[dict]]:  # type: ignore[no-untyped-def]
-    summary = prepare(sources, PrepareConfig(**kw), out, progress=False)
+    prepare(sources, PrepareConfig(**kw), out, progress=False)
     report = json.loads((out / "prepare_report.json").read_text())
     return report, pq.read_table(out / "instances.parquet").to_pylist(), pq.read_table(out / "tiles.parquet").to_pylist()
 
