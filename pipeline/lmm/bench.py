@@ -1,0 +1,137 @@
+"""LMM client throughput benchmark against a local fixed-latency server.
+
+The offline describer is started in a child process (as a remote server would be: it must not share the
+client's interpreter lock) with a fixed 200 ms delay per answer; ``n_requests`` distinct requests go through :class:`~pipeline.lmm.client.LMMClient` at concurrency 16. With perfect overlap the
+client would reach ``concurrency / latency`` = 80 requests/s; the benchmark reports the achieved rate as a
+share of that (aim: at least 0.9), the most requests the server saw in flight (must not exceed the
+concurrency), and the time of a rerun served entirely from the response cache (which must send nothing).
+
+Run: ``python -m pipeline.lmm.bench``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .client import LMMClient
+from .server import STATS_PATH, offline_server_process
+from .types import LMMRequest, LMMSettings
+
+LATENCY_S = 0.2
+CONCURRENCY = 16
+
+
+def _tile_png(size: int = 256) -> bytes:
+    """A small synthetic tile (green field, grey road) as PNG bytes."""
+    image = np.full((size, size, 3), (60, 110, 60), dtype=np.uint8)
+    image[size // 2 - 8 : size // 2 + 8, :] = (128, 128, 128)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _requests(n: int) -> list[LMMRequest]:
+    png = _tile_png()
+    return [
+        LMMRequest(
+            tier="cluster",
+            prompt=f"Give a brief, single-sentence description of numerous small vehicles at the left side ({i}).",
+            image_png=png,
+            facts={
+                "tier": "cluster",
+                "category": "small vehicles",
+                "count": i % 30 + 2,
+                "position": "left side",
+            },
+            ref=f"bench-{i}",
+        )
+        for i in range(n)
+    ]
+
+
+def _server_stats(base_url: str) -> dict[str, int]:
+    """The offline server's request counters."""
+    root = base_url.removesuffix("/v1")
+    with urllib.request.urlopen(root + STATS_PATH, timeout=10) as response:
+        return dict(json.load(response))
+
+
+def run_bench(
+    n_requests: int = 160, *, latency_s: float = LATENCY_S, concurrency: int = CONCURRENCY
+) -> dict[str, Any]:
+    """Measure client throughput and cached-rerun time.
+
+    Args:
+        n_requests: distinct requests to send.
+        latency_s: the server's fixed delay per answer (s).
+        concurrency: the client's concurrency limit.
+
+    Returns:
+        A dict with ``n_requests``, ``concurrency``, ``latency_s``, ``wall_s`` (cold run), ``achieved_rps``,
+        ``ideal_rps``, ``efficiency`` (achieved / ideal), ``server_max_in_flight``, ``failed``,
+        ``cached_rerun_s``, ``cached_rerun_requests`` (requests the server saw during the rerun) and
+        ``cached_rerun_all_cached``.
+    """
+    requests = _requests(n_requests)
+    with (
+        offline_server_process(latency_s=latency_s) as (_, base_url),
+        tempfile.TemporaryDirectory(prefix="geopixeld-lmm-bench-") as cache_dir,
+    ):
+        settings = LMMSettings(
+            base_url=base_url, concurrency=concurrency, timeout_s=30, cache_dir=Path(cache_dir)
+        )
+        client = LMMClient(settings)
+        start = time.perf_counter()
+        results = client.describe_all_sync(requests, progress=False)
+        wall = time.perf_counter() - start
+        cold = _server_stats(base_url)
+
+        start = time.perf_counter()
+        rerun = client.describe_all_sync(requests, progress=False)
+        cached_wall = time.perf_counter() - start
+        rerun_requests = _server_stats(base_url)["requests"] - cold["requests"]
+    ideal_rps = concurrency / latency_s
+    achieved = n_requests / wall
+    return {
+        "n_requests": n_requests,
+        "concurrency": concurrency,
+        "latency_s": latency_s,
+        "wall_s": round(wall, 3),
+        "ideal_wall_s": round(n_requests / ideal_rps, 3),
+        "achieved_rps": round(achieved, 1),
+        "ideal_rps": round(ideal_rps, 1),
+        "efficiency": round(achieved / ideal_rps, 3),
+        "server_max_in_flight": cold["max_in_flight"],
+        "failed": sum(r.status != "ok" for r in results),
+        "cached_rerun_s": round(cached_wall, 3),
+        "cached_rerun_requests": rerun_requests,
+        "cached_rerun_all_cached": all(r.from_cache for r in rerun),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The benchmark result as a two-column text table."""
+    width = max(len(k) for k in result)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
+    lines += [f"{k:<{width}}  {v}" for k, v in result.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the benchmark and print its table."""
+    result = run_bench()
+    print("LMM client: fixed 200 ms server latency, concurrency 16")
+    print(format_table(result))
+
+
+if __name__ == "__main__":
+    main()

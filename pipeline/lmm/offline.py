@@ -1,0 +1,649 @@
+"""The offline describer: honest captions written from measurements, not from looking.
+
+This is what ``geopixeld lmm serve`` answers with, so the whole pipeline runs without a network or a GPU.
+It reads the measured facts a request carries (``geopixeld_facts``: category, position word, size in metres,
+orientation, mask as COCO RLE, counts) and measures colour itself from the image pixels under the mask. It
+writes only what it measured: it never guesses materials, activities or surroundings. Without facts it says
+so and describes only the image's colours.
+
+Everything here is a pure function of (facts, image bytes): the same input always gives the same text, and
+the wording varies between inputs through a choice seeded by a hash of the facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+Facts = Mapping[str, Any]
+
+# --------------------------------------------------------------------------------------------------------
+# Colour names
+# --------------------------------------------------------------------------------------------------------
+
+#: Names the describer may use, in index order of :func:`classify_pixels`.
+PALETTE: tuple[str, ...] = (
+    "black", "dark grey", "grey", "light grey", "white",
+    "red", "pink", "brown", "orange", "tan", "yellow", "olive",
+    "green", "dark green", "teal", "light blue", "blue", "dark blue", "purple",
+)  # fmt: skip
+_IDX = {name: i for i, name in enumerate(PALETTE)}
+
+
+def classify_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Colour-name index (into :data:`PALETTE`) for each pixel.
+
+    Rules in HSV terms: very dark -> black; low saturation or chroma -> white / light grey / grey / dark grey
+    by brightness; otherwise the hue band (red, orange, yellow, green, cyan, blue, purple, magenta) refined by
+    brightness and saturation (dark orange -> brown, pale orange -> tan, dark green, pale blue -> light blue).
+
+    Args:
+        rgb: uint8 array of shape (..., 3).
+
+    Returns:
+        int array of shape (...,).
+    """
+    px = np.asarray(rgb, dtype=np.float32).reshape(-1, 3) / 255.0
+    r, g, b = px[:, 0], px[:, 1], px[:, 2]
+    v = px.max(axis=1)
+    c = v - px.min(axis=1)
+    s = np.where(v > 0, c / np.maximum(v, 1e-6), 0.0)
+    safe_c = np.maximum(c, 1e-6)
+    h = (
+        np.select(
+            [v == r, v == g],
+            [((g - b) / safe_c) % 6.0, (b - r) / safe_c + 2.0],
+            (r - g) / safe_c + 4.0,
+        )
+        * 60.0
+    )
+
+    achromatic = (s < 0.15) | (c < 0.09)
+    grey_level = np.select(
+        [v >= 0.86, v >= 0.66, v >= 0.40],
+        [_IDX["white"], _IDX["light grey"], _IDX["grey"]],
+        _IDX["dark grey"],
+    )
+    red = (h < 15) | (h >= 340)
+    orange = (h >= 15) & (h < 45)
+    yellow = (h >= 45) & (h < 70)
+    green = (h >= 70) & (h < 160)
+    cyan = (h >= 160) & (h < 195)
+    blue = (h >= 195) & (h < 255)
+    violet = (h >= 255) & (h < 290)
+    magenta = (h >= 290) & (h < 340)
+    # First matching rule wins.
+    rules: list[tuple[np.ndarray, str]] = [
+        (v < 0.16, "black"),
+        (red & (v < 0.40), "brown"),
+        (red & (s < 0.5) & (v > 0.7), "pink"),
+        (red, "red"),
+        (orange & (v < 0.55), "brown"),
+        (orange & (s < 0.45), "tan"),
+        (orange, "orange"),
+        (yellow & (v < 0.45), "olive"),
+        (yellow & (s < 0.35), "tan"),
+        (yellow, "yellow"),
+        (green & (v < 0.42), "dark green"),
+        (green, "green"),
+        (cyan & (v < 0.6), "teal"),
+        (cyan, "light blue"),
+        (blue & (v < 0.40), "dark blue"),
+        (blue & (s < 0.5) & (v > 0.6), "light blue"),
+        (blue, "blue"),
+        (violet, "purple"),
+        (magenta & (v > 0.7), "pink"),
+        (magenta, "purple"),
+    ]
+    conditions = [rules[0][0], achromatic] + [cond for cond, _ in rules[1:]]
+    choices: list[Any] = [_IDX["black"], grey_level] + [_IDX[name] for _, name in rules[1:]]
+    named = np.asarray(np.select(conditions, choices, _IDX["grey"]), dtype=np.int16)
+    return named.reshape(np.shape(rgb)[:-1])
+
+
+def colour_name(rgb: Sequence[float]) -> str:
+    """Name of one RGB colour (0-255 per channel), e.g. ``colour_name((200, 30, 30)) == "red"``."""
+    arr = np.clip(np.round(np.asarray(rgb, dtype=np.float64)), 0, 255).astype(np.uint8).reshape(1, 3)
+    return PALETTE[int(classify_pixels(arr)[0])]
+
+
+def colour_shares(pixels: np.ndarray, max_pixels: int = 250_000) -> list[tuple[str, float]]:
+    """Colour names of ``pixels`` (N x 3 uint8) with their share of pixels, most frequent first.
+
+    Large inputs are subsampled with a fixed stride (deterministic) to at most ``max_pixels``.
+    """
+    flat = np.asarray(pixels, dtype=np.uint8).reshape(-1, 3)
+    if flat.shape[0] == 0:
+        return []
+    if flat.shape[0] > max_pixels:
+        flat = flat[:: math.ceil(flat.shape[0] / max_pixels)]
+    counts = np.bincount(classify_pixels(flat).ravel(), minlength=len(PALETTE))
+    total = float(counts.sum())
+    order = np.argsort(-counts, kind="stable")
+    return [(PALETTE[i], counts[i] / total) for i in order if counts[i] > 0]
+
+
+def colour_phrase(shares: Sequence[tuple[str, float]], *, second_min: float = 0.25) -> str | None:
+    """``"white"``, or ``"white and grey"`` when the runner-up's share is at least ``second_min``.
+
+    Returns None when ``shares`` is empty.
+    """
+    if not shares:
+        return None
+    first = shares[0][0]
+    if len(shares) > 1 and shares[1][1] >= second_min:
+        return f"{first} and {shares[1][0]}"
+    return first
+
+
+# --------------------------------------------------------------------------------------------------------
+# Images and masks
+# --------------------------------------------------------------------------------------------------------
+
+
+def decode_image(image_png: bytes | None) -> np.ndarray | None:
+    """RGB uint8 array (H x W x 3) of an encoded image, or None when absent or undecodable."""
+    if not image_png:
+        return None
+    try:
+        with Image.open(io.BytesIO(image_png)) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception:  # any decoder failure means: no image we can measure
+        return None
+
+
+def decode_mask(rle: Any, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+    """Boolean H x W mask from a COCO RLE dict (compressed string or uncompressed list counts).
+
+    Returns None when ``rle`` is missing or malformed, or when its size differs from ``shape`` (H, W).
+    """
+    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+        return None
+    try:
+        from pycocotools import mask as mask_utils
+
+        size = [int(x) for x in rle["size"]]
+        counts = rle["counts"]
+        if isinstance(counts, list):
+            coded = mask_utils.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
+        else:
+            coded = {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        mask = np.asarray(mask_utils.decode(coded), dtype=bool)
+    except Exception:  # malformed RLE: measure nothing rather than fail the request
+        return None
+    if mask.ndim == 3:
+        mask = np.asarray(mask.any(axis=2), dtype=bool)
+    if shape is not None and mask.shape != tuple(shape):
+        return None
+    return mask
+
+
+def _box_mask(box: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    """Boolean mask of an [x0, y0, x1, y1] pixel box (x1, y1 exclusive), clipped to ``shape``."""
+    try:
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    except (TypeError, ValueError):
+        return None
+    out = np.zeros(shape, dtype=bool)
+    out[max(y0, 0) : max(min(y1, shape[0]), 0), max(x0, 0) : max(min(x1, shape[1]), 0)] = True
+    return out
+
+
+def masked_pixels(image: np.ndarray | None, facts: Facts, *, exclude_mark: bool) -> np.ndarray | None:
+    """Pixels (N x 3) of ``image`` under the facts' mask, minus the drawn mark box if asked; None if none."""
+    if image is None:
+        return None
+    mask = decode_mask(facts.get("mask_rle"), image.shape[:2])
+    if mask is None:
+        return None
+    if exclude_mark and facts.get("mark_box") is not None:
+        box = _box_mask(facts["mark_box"], mask.shape)
+        if box is not None:
+            mask = mask & ~box
+    return image[mask] if mask.any() else None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Words
+# --------------------------------------------------------------------------------------------------------
+
+_NUMBER_WORDS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+)  # fmt: skip
+#: Categories whose footprint is round: sizes are diameters and orientation is meaningless.
+ROUND_CATEGORIES = frozenset({"storage tank", "roundabout"})
+
+
+def number_word(n: int) -> str:
+    """``12`` -> ``"twelve"`` up to twenty, digits above."""
+    return _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else str(n)
+
+
+def readable(category: Any) -> str:
+    """``"Small_Vehicle"`` -> ``"small vehicle"``."""
+    return re.sub(r"\s+", " ", str(category).replace("_", " ")).strip().lower()
+
+
+def singular(noun: str) -> str:
+    """Best-effort singular of an English category name (``"small vehicles"`` -> ``"small vehicle"``)."""
+    if noun.endswith("ies") and len(noun) > 4:
+        return noun[:-3] + "y"
+    if re.search(r"(ches|shes|xes|sses)$", noun):
+        return noun[:-2]
+    if noun.endswith("s") and not noun.endswith("ss"):
+        return noun[:-1]
+    return noun
+
+
+def plural(noun: str, n: int = 2) -> str:
+    """Plural of a singular category name when ``n != 1`` (``"harbor"`` -> ``"harbors"``)."""
+    if n == 1:
+        return noun
+    if re.search(r"(s|x|ch|sh)$", noun):
+        return noun + "es"
+    if re.search(r"[^aeiou]y$", noun):
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def counted(n: int, noun: str) -> str:
+    """``counted(3, "plane") == "three planes"``."""
+    return f"{number_word(n)} {plural(noun, n)}"
+
+
+def article(phrase: str) -> str:
+    """``"a"`` or ``"an"`` for the phrase that follows."""
+    return "an" if phrase[:1].lower() in "aeiou" else "a"
+
+
+def join_words(items: Sequence[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
+    items = [i for i in items if i]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def place(pos: Any) -> str:
+    """Prepositional phrase for a position word: ``"top left"`` -> ``"in the top left"``."""
+    p = readable(pos) if pos else ""
+    if not p:
+        return ""
+    if p in {"center", "centre", "middle", "central"}:
+        return "in the centre"
+    if p in {"left", "right"} or p.endswith(("side", "edge")):
+        return f"on the {p}"
+    if p in {"top", "bottom"}:
+        return f"at the {p}"
+    return f"in the {p}"
+
+
+def metres(x: float) -> str:
+    """A length for prose: whole metres from 10 m, one decimal below."""
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+def _num(value: Any) -> float | None:
+    """A finite positive float, or None."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and x > 0 else None
+
+
+def orientation_word(deg: float) -> str:
+    """``"horizontal"``, ``"vertical"`` or ``"diagonal"`` for a long-axis angle in degrees from the x axis."""
+    a = deg % 180.0
+    if a < 22.5 or a >= 157.5:
+        return "horizontal"
+    if 67.5 <= a < 112.5:
+        return "vertical"
+    return "diagonal"
+
+
+def _first(facts: Facts, *keys: str) -> Any:
+    """The first non-empty value among ``keys`` (facts may use the prompt's names, e.g. ``pos``)."""
+    for key in keys:
+        value = facts.get(key)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _seeded(facts: Facts) -> random.Random:
+    """A random generator seeded by the facts, so wording varies between inputs but never between runs."""
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode("utf-8")).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _sentence(text: str) -> str:
+    """Capitalise the first letter and end with a full stop."""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tiers
+# --------------------------------------------------------------------------------------------------------
+
+
+def _size_clause(facts: Facts, category: str, rng: random.Random) -> str:
+    """``"measuring about 24 m by 11 m"``-style clause from ``length_m``/``width_m``; "" when unknown."""
+    length, width = _num(facts.get("length_m")), _num(facts.get("width_m"))
+    if length is None:
+        return ""
+    if width is not None and width > length:
+        length, width = width, length
+    if category in ROUND_CATEGORIES:
+        diameter = (length + width) / 2 if width else length
+        measure = f"about {metres(diameter)} m across"
+    elif width is None:
+        measure = f"about {metres(length)} m long"
+    elif length / width < 1.15:
+        measure = f"about {metres(length)} m by {metres(width)} m"
+    else:
+        long_, wide = metres(length), metres(width)
+        measure = rng.choice([f"about {long_} m long and {wide} m wide", f"roughly {long_} m by {wide} m"])
+    partial = bool(facts.get("truncated")) or (_num(facts.get("visible_fraction")) or 1.0) < 0.95
+    if partial:  # a cut-off object's measured size is that of its visible part only
+        return f"its visible part measuring {measure}"
+    return measure if measure.endswith(("long", "wide")) else f"measuring {measure}"
+
+
+def _orientation_clause(facts: Facts, category: str, rng: random.Random) -> str:
+    if category in ROUND_CATEGORIES:
+        return ""
+    length, width = _num(facts.get("length_m")), _num(facts.get("width_m"))
+    if length and width and max(length, width) / min(length, width) < 1.15:
+        return ""  # a square footprint has no meaningful long axis
+    word = facts.get("orientation_word")
+    if not word:
+        deg = facts.get("orientation_deg")
+        if deg is None:
+            return ""
+        try:
+            word = orientation_word(float(deg))
+        except (TypeError, ValueError):
+            return ""
+    word = readable(word)
+    adverbs = {"horizontal": "horizontally", "vertical": "vertically", "diagonal": "diagonally"}
+    if word in adverbs:
+        return rng.choice([f"oriented {adverbs[word]}", f"lying {adverbs[word]}"])
+    return f"with a {word} orientation"
+
+
+def _truncation_clause(facts: Facts) -> str:
+    fraction = _num(facts.get("visible_fraction"))
+    if not facts.get("truncated") and (fraction is None or fraction >= 0.95):
+        return ""
+    if fraction is not None and fraction < 0.95:
+        return f"partly cut off by the tile edge (about {round(fraction * 100)}% visible)"
+    return "partly cut off by the tile edge"
+
+
+def describe_instance(facts: Facts, image: np.ndarray | None) -> str:
+    """One sentence about one marked instance: colour, category, position, size, orientation, truncation.
+
+    The colour comes from the set-of-marks tile's pixels under ``mask_rle`` minus ``mark_box`` (the drawn
+    number), so the mark never colours the answer; the mark number itself is never written.
+    """
+    rng = _seeded(facts)
+    category = singular(readable(_first(facts, "category", "category_name") or ""))
+    pixels = masked_pixels(image, facts, exclude_mark=True)
+    colours = colour_phrase(colour_shares(pixels)) if pixels is not None else None
+    size_clause = _size_clause(facts, category, rng)
+    size_class = readable(facts.get("size_class") or "") if not size_clause else ""
+    noun = category or "object of unknown category"
+    head_words = " ".join(w for w in (size_class, colours, noun) if w)
+    head = f"{article(head_words)} {head_words}"
+    orientation = _orientation_clause(facts, category, rng)
+    clauses = [c for c in (size_clause, orientation, _truncation_clause(facts)) if c]
+    where = place(_first(facts, "position", "pos"))
+    core = f"{head} lies {where}" if where and rng.random() < 0.5 else f"{head} {where}".strip()
+    text = ", ".join([core, *clauses])
+    return _sentence(text)
+
+
+def describe_cluster(facts: Facts, image: np.ndarray | None) -> str:
+    """One sentence about a group: count, category, colours of the members' pixels, position, extent."""
+    rng = _seeded(facts)
+    noun = singular(readable(_first(facts, "category", "category_name") or "objects"))
+    count = facts.get("count")
+    n = int(count) if isinstance(count, (int, float)) and not isinstance(count, bool) and count > 0 else None
+    if n == 1:
+        subject = f"a single {noun}"
+    elif n is not None:
+        subject = counted(n, noun)
+    else:
+        subject = f"{readable(_first(facts, 'count_word', 'cluster_info') or 'several')} {plural(noun)}"
+
+    pixels = masked_pixels(image, facts, exclude_mark=False)
+    colours = colour_phrase(colour_shares(pixels), second_min=0.2) if pixels is not None else None
+    extent = ""
+    gsd = _num(facts.get("gsd"))
+    mask = decode_mask(facts.get("mask_rle"))
+    if gsd is not None and mask is not None and mask.any() and n != 1:
+        ys, xs = np.nonzero(mask)
+        span_m = max(int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)) * gsd
+        extent = f"spread over about {metres(span_m)} m"
+    where = place(_first(facts, "position", "pos"))
+    where = f"{where} of the image" if where else "in the image"
+
+    verb = "is" if n == 1 else "are"
+    frame = rng.randrange(3 if n is not None and n > 1 else 2)
+    if frame == 0:
+        extras = join_words([c for c in (f"mostly {colours}" if colours else "", extent) if c])
+        located = rng.choice(["seen", "located"])
+        text = f"{subject}{', ' + extras + ',' if extras else ''} {verb} {located} {where}"
+    elif frame == 1:
+        extras = join_words([c for c in (f"mostly {colours}" if colours else "", extent) if c])
+        text = f"{where} there {verb} {subject}" + (f", {extras}" if extras else "")
+    else:
+        group = "group" if n is not None and n < 10 else "cluster"
+        extras = join_words([c for c in (f"{colours} in colour" if colours else "", extent) if c])
+        text = f"{article(group)} {group} of {subject} {where}" + (f", {extras}" if extras else "")
+    return _sentence(text)
+
+
+#: Row-major names of the 3x3 grid cells (the pipeline's position words).
+_GRID_NAMES = (
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "centre",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+)
+
+
+def _brightness_sentence(image: np.ndarray) -> str:
+    """Where the tile is brightest and darkest, from mean luminance of 3x3 cells."""
+    h, w = image.shape[:2]
+    lum = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    cells = [
+        float(lum[r * h // 3 : (r + 1) * h // 3, c * w // 3 : (c + 1) * w // 3].mean())
+        for r in range(3)
+        for c in range(3)
+    ]
+    names = _GRID_NAMES
+    bright, dark = int(np.argmax(cells)), int(np.argmin(cells))
+    if max(cells) - min(cells) < 12:
+        return "Its brightness is fairly even across the tile"
+    return f"Its brightest part is {place(names[bright])} and its darkest {place(names[dark])}"
+
+
+def describe_holistic(facts: Facts, image: np.ndarray | None) -> str:
+    """Four short sentences: dominant colours, categories with counts, where they lie, scale."""
+    rng = _seeded(facts)
+    sentences: list[str] = []
+
+    shares = colour_shares(image) if image is not None else []
+    names = [name for name, share in shares[:3] if share >= 0.1] or [name for name, _ in shares[:1]]
+    if names:
+        sentences.append(
+            rng.choice(
+                [
+                    f"This aerial tile is dominated by {join_words(names)} tones",
+                    f"The scene is mostly {join_words(names)} in colour",
+                ]
+            )
+        )
+    else:
+        sentences.append("No image pixels could be measured for this tile")
+
+    counts: Counter[str] = Counter()
+    for name, n in dict(facts.get("category_counts") or {}).items():
+        if isinstance(n, (int, float)) and n > 0:
+            counts[singular(readable(name))] += int(n)
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if ordered:
+        listing = join_words([counted(n, name) for name, n in ordered])
+        sentences.append(rng.choice([f"It contains {listing}", f"The annotated objects are {listing}"]))
+    else:
+        sentences.append("No annotated objects were measured in this tile")
+
+    positions: dict[str, Counter[str]] = {}
+    for inst in facts.get("instances") or []:
+        if not isinstance(inst, Mapping):
+            continue
+        cat, pos = _first(inst, "category", "category_name"), _first(inst, "position", "pos")
+        if cat and pos:
+            positions.setdefault(singular(readable(cat)), Counter())[readable(pos)] += 1
+    layout: list[str] = []
+    for name, n in ordered[:3]:
+        where = positions.get(name)
+        if not where:
+            continue
+        spots = [p for p, _ in where.most_common()]
+        subject = f"the {plural(name, n)}"
+        if len(spots) >= 3:
+            layout.append(f"{subject} {'is' if n == 1 else 'are'} spread across the tile")
+        else:
+            verb = "lies" if n == 1 else "lie"
+            layout.append(f"{subject} {verb} {' and '.join(place(p) for p in spots)}")
+    if layout:
+        sentences.append(", while ".join(layout) if len(layout) <= 2 else join_words(layout))
+    elif ordered:
+        single = sum(counts.values()) == 1
+        sentences.append("Its position was not measured" if single else "Their positions were not measured")
+    elif image is not None:
+        sentences.append(_brightness_sentence(image))
+    else:
+        sentences.append("Nothing was measured about the layout")
+
+    gsd = _num(facts.get("gsd"))
+    size = facts.get("tile_size")
+    if (not isinstance(size, (list, tuple)) or len(size) != 2) and image is not None:
+        size = [image.shape[1], image.shape[0]]
+    if gsd is not None and isinstance(size, (list, tuple)) and len(size) == 2:
+        w_m, h_m = float(size[0]) * gsd, float(size[1]) * gsd
+        sentences.append(
+            f"At about {gsd:.2g} m per pixel, the tile covers roughly {metres(w_m)} m by {metres(h_m)} m"
+        )
+    else:
+        sentences.append("Its ground sample distance is unknown, so no real-world scale is given")
+    return " ".join(_sentence(s) for s in sentences)
+
+
+def describe_category(facts: Facts, image: np.ndarray | None) -> str:
+    """The given ``category`` when it is among ``candidates``, else ``"unknown"``.
+
+    The describer measures no appearance cues that could tell categories apart, so it never guesses.
+    """
+    del image
+    candidates = [readable(c) for c in facts.get("candidates") or []]
+    category = readable(facts.get("category") or "")
+    if category and (not candidates or category in candidates):
+        return category
+    return "unknown"
+
+
+def describe_without_facts(image: np.ndarray | None, tier: str | None = None) -> str:
+    """What can be said from the image alone: its dominant colours, and that nothing else was measured."""
+    lead = (
+        f"No measured facts for the {tier!r} tier came with this request"
+        if tier
+        else "No measured facts came with this request"
+    )
+    if image is None:
+        return _sentence(f"{lead}, and no image could be decoded, so nothing can be described")
+    shares = colour_shares(image)
+    names = [name for name, share in shares[:3] if share >= 0.1] or [shares[0][0]]
+    return _sentence(f"{lead}, so only colour is described: the image is mostly {join_words(names)}")
+
+
+#: tier -> describer(facts, image) -> text.
+DESCRIBERS: dict[str, Callable[[Facts, np.ndarray | None], str]] = {
+    "instance": describe_instance,
+    "instance_metric": describe_instance,
+    "cluster": describe_cluster,
+    "holistic": describe_holistic,
+    "category": describe_category,
+}
+
+
+def describe(facts: Facts | None, image_png: bytes | None) -> str:
+    """The offline answer for one request.
+
+    Args:
+        facts: the request's ``geopixeld_facts`` (``tier`` selects the describer), or None.
+        image_png: the first image of the request, encoded bytes, or None.
+
+    Returns:
+        The answer text; with no facts or an unknown tier, a colour-only description that says so.
+    """
+    image = decode_image(image_png)
+    tier = str(facts.get("tier") or "") if facts else ""
+    describer = DESCRIBERS.get(tier)
+    if not facts or describer is None:
+        return describe_without_facts(image, tier or None)
+    return describer(facts, image)
+
+
+def estimate_tokens(text: str, n_images: int = 0) -> int:
+    """Deterministic token estimate: 1.3 per word plus 85 per image (OpenAI's low-detail image cost)."""
+    return math.ceil(len(text.split()) * 1.3) + 85 * n_images
+
+
+__all__ = [
+    "DESCRIBERS",
+    "PALETTE",
+    "ROUND_CATEGORIES",
+    "classify_pixels",
+    "colour_name",
+    "colour_phrase",
+    "colour_shares",
+    "decode_image",
+    "decode_mask",
+    "describe",
+    "describe_category",
+    "describe_cluster",
+    "describe_holistic",
+    "describe_instance",
+    "describe_without_facts",
+    "estimate_tokens",
+    "masked_pixels",
+    "number_word",
+    "orientation_word",
+    "place",
+    "plural",
+    "singular",
+]
