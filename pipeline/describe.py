@@ -286,70 +286,103 @@ def _group(rows: list[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any
     return out
 
 
-def describe(data_dir: str | Path, config: DescribeConfig | None = None, progress: bool = True) -> DescribeSummary:
-    """Describe every prepared tile of ``data_dir``; writes ``samples.parquet`` and ``lmm_calls.parquet``."""
-    config = config or DescribeConfig()
+def _settings(config: DescribeConfig, data: Path, base_url: str, prompt_version: str) -> LMMSettings:
+    return LMMSettings(
+        base_url=base_url,
+        model=config.model or OFFLINE_MODEL,
+        api_key_env=config.api_key_env,
+        concurrency=config.concurrency,
+        timeout_s=config.timeout_s,
+        max_retries=config.max_retries,
+        backoff_base_s=config.backoff_base_s,
+        temperature=config.temperature,
+        max_tokens=config.max_tokens,
+        detail=config.detail,  # type: ignore[arg-type]
+        cache_dir=Path(config.cache_dir) if config.cache_dir else data / "lmm_cache",
+        prompt_version=prompt_version,
+        prices_file=Path(config.prices_file) if config.prices_file else None,
+    )
+
+
+def tile_batches(data_dir: str | Path, batch_tiles: int = 32) -> list[list[str]]:
+    """The prepared tile ids of ``data_dir`` in batches (the unit a flow maps over)."""
     data = Path(data_dir)
     if not (data / "tiles.parquet").exists():
         raise FileNotFoundError(f"{data}: no tiles.parquet — run `geopixeld prepare` first")
-    tiles = pq.read_table(data / "tiles.parquet").to_pylist()
-    instances = _group(pq.read_table(data / "instances.parquet").to_pylist(), "tile_id")
-    clusters = _group(pq.read_table(data / "clusters.parquet").to_pylist(), "tile_id")
+    ids = pq.read_table(data / "tiles.parquet", columns=["tile_id"]).column("tile_id").to_pylist()
+    return [ids[i : i + batch_tiles] for i in range(0, len(ids), batch_tiles)]
+
+
+def _read_rows(path: Path, tile_ids: list[str]) -> list[dict[str, Any]]:
+    return pq.read_table(path, filters=[("tile_id", "in", tile_ids)]).to_pylist() if tile_ids else []
+
+
+def describe_batch(
+    data_dir: str | Path, tile_ids: list[str], config: DescribeConfig, base_url: str
+) -> tuple[list[dict[str, Any]], list[LMMResult]]:
+    """Describe some tiles through the endpoint at ``base_url``: sample rows and call results, in order."""
+    data = Path(data_dir)
+    order = {t: k for k, t in enumerate(tile_ids)}
+    tiles = sorted(_read_rows(data / "tiles.parquet", tile_ids), key=lambda t: order[t["tile_id"]])
+    instances = _group(_read_rows(data / "instances.parquet", tile_ids), "tile_id")
+    clusters = _group(_read_rows(data / "clusters.parquet", tile_ids), "tile_id")
     known = sorted({r["category_name"] for rows in instances.values() for r in rows} | set(vocab.SYNONYMS))
     prompts = load_prompt_set(config.prompts)
-    model = config.model or OFFLINE_MODEL
-    rows: list[dict[str, Any]] = []
-    all_results: list[LMMResult] = []
-    with _endpoint(config) as base_url:
-        settings = LMMSettings(
-            base_url=base_url,
-            model=model,
-            api_key_env=config.api_key_env,
-            concurrency=config.concurrency,
-            timeout_s=config.timeout_s,
-            max_retries=config.max_retries,
-            backoff_base_s=config.backoff_base_s,
-            temperature=config.temperature,
-            max_tokens=config.max_tokens,
-            detail=config.detail,  # type: ignore[arg-type]
-            cache_dir=Path(config.cache_dir) if config.cache_dir else data / "lmm_cache",
-            prompt_version=prompts.version,
-            prices_file=Path(config.prices_file) if config.prices_file else None,
-        )
-        client = LMMClient(settings)
-        bar = tqdm(total=len(tiles), desc="describe", unit="tile", disable=not progress)
-        for start in range(0, len(tiles), config.batch_tiles):
-            batch = tiles[start : start + config.batch_tiles]
-            plans = []
-            for t in batch:
-                plans.append(plan_tile(data, t, instances.get(t["tile_id"], []), clusters.get(t["tile_id"], []), prompts, config))
-            requests = [r for p in plans for r in p.requests]
-            results = client.describe_all_sync(requests, progress=False)
-            all_results.extend(results)
-            pos = 0
-            for p in plans:
-                n = len(p.requests)
-                rows.append(build_sample(p, results[pos : pos + n], known, config, model, prompts.version))
-                pos += n
-            bar.update(len(batch))
-            bar.set_postfix(calls=len(all_results), failed=sum(not r.ok for r in all_results))
-        bar.close()
+    settings = _settings(config, data, base_url, prompts.version)
+    plans = [
+        plan_tile(data, t, instances.get(t["tile_id"], []), clusters.get(t["tile_id"], []), prompts, config)
+        for t in tiles
+    ]
+    results = LMMClient(settings).describe_all_sync([r for p in plans for r in p.requests], progress=False)
+    rows, pos = [], 0
+    for p in plans:
+        n = len(p.requests)
+        rows.append(build_sample(p, results[pos : pos + n], known, config, settings.model, prompts.version))
+        pos += n
+    return rows, results
+
+
+def write_describe_outputs(
+    data_dir: str | Path, rows: list[dict[str, Any]], results: list[LMMResult], config: DescribeConfig, endpoint: str
+) -> DescribeSummary:
+    """Write ``samples.parquet``, ``lmm_calls.parquet`` and ``describe_report.json``; return the summary."""
+    data = Path(data_dir)
     write_table(rows, SAMPLES_SCHEMA, data / "samples.parquet")
-    write_calls_parquet(all_results, data / "lmm_calls.parquet")
-    totals = RunTotals.from_results(all_results, load_price_table(config.prices_file))
+    write_calls_parquet(results, data / "lmm_calls.parquet")
+    totals = RunTotals.from_results(results, load_price_table(config.prices_file))
+    prompts = load_prompt_set(config.prompts)
     summary = DescribeSummary(
         data_dir=str(data),
-        tiles=len(tiles),
+        tiles=len(rows),
         samples=len(rows),
         phrases=sum(len(r["phrases"]) for r in rows),
         flagged=sum(1 for r in rows if r["max_severity"] in ("warning", "error")),
         flags_by_code=validate.summarize_flags(rows),
         lmm=asdict(totals),
-        model=model,
+        model=config.model or OFFLINE_MODEL,
         prompt_version=prompts.version,
-        base_url=settings.base_url if config.base_url else "embedded offline describer (127.0.0.1)",
+        base_url=endpoint,
     )
     (data / "describe_report.json").write_text(
         json.dumps({"summary": asdict(summary), "config": config.model_dump(mode="json")}, indent=1, default=str)
     )
     return summary
+
+
+def describe(data_dir: str | Path, config: DescribeConfig | None = None, progress: bool = True) -> DescribeSummary:
+    """Describe every prepared tile of ``data_dir``; writes ``samples.parquet`` and ``lmm_calls.parquet``."""
+    config = config or DescribeConfig()
+    batches = tile_batches(data_dir, config.batch_tiles)
+    rows: list[dict[str, Any]] = []
+    results: list[LMMResult] = []
+    bar = tqdm(total=sum(len(b) for b in batches), desc="describe", unit="tile", disable=not progress)
+    with _endpoint(config) as base_url:
+        for batch in batches:
+            r, c = describe_batch(data_dir, batch, config, base_url)
+            rows.extend(r)
+            results.extend(c)
+            bar.update(len(batch))
+            bar.set_postfix(calls=len(results), failed=sum(not x.ok for x in results))
+    bar.close()
+    endpoint = config.base_url or "embedded offline describer (127.0.0.1)"
+    return write_describe_outputs(data_dir, rows, results, config, endpoint)
