@@ -182,7 +182,10 @@ def _mount_subcommands() -> None:
     """Sub-apps of the other stages (LMM server, releases, review app)."""
     from .lmm.cli import app as lmm_app
 
+    from .release.cli import app as release_app
+
     app.add_typer(lmm_app, name="lmm", help="The embedded offline describer (an OpenAI-compatible server).")
+    app.add_typer(release_app, name="release", help="Versioned, immutable, checksummed releases: publish, list, show, pull.")
 
 
 _mount_subcommands()
