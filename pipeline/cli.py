@@ -162,6 +162,40 @@ def describe(
 
 
 @app.command()
+def export(
+    data: Annotated[Path, typer.Argument(help="A folder made by `geopixeld describe` (samples.parquet).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The EXPORT folder to write (replaced if it exists).")],
+    formats: Annotated[str, typer.Option(help="Comma-separated: gcg-parquet, coco, geopixel, glamm.")] = "gcg-parquet,coco,geopixel,glamm",
+    split_by: Annotated[str, typer.Option(help="image (seeded hash of the source image) or block (geographic cells).")] = "image",
+    ratios: Annotated[str, typer.Option(help="Split shares, train,val,test.")] = "0.8,0.1,0.1",
+    seed: Annotated[int, typer.Option(help="Seed of the split hash.")] = 0,
+    block_size: Annotated[float | None, typer.Option(help="Cell side in CRS units for --split-by block.")] = None,
+    split_file: Annotated[Path | None, typer.Option(help="Explicit splits: CSV image_id,split or JSON {image_id: split}.")] = None,
+    decisions: Annotated[Path | None, typer.Option(help="Review decisions Parquet (default: DATA/review.sqlite if present).")] = None,
+    shard_mb: Annotated[float, typer.Option(help="Target Parquet shard size in MB.")] = 256.0,
+    name: Annotated[str | None, typer.Option(help="Dataset name for the card (default: DATA's folder name).")] = None,
+) -> None:
+    """Export samples as GCG Parquet shards (Hugging Face layout), COCO, GeoPixel and GLaMM formats.
+
+    Rejected samples are left out, fixed ones use the reviewed text and masks; splits are assigned by
+    source image, so tiles of one image never land in two splits.
+    """
+    from .export import export as run_export
+
+    try:
+        ratio_values = [float(v) for v in ratios.split(",")]
+        summary = run_export(
+            data, out, formats=[f.strip() for f in formats.split(",") if f.strip()], ratios=ratio_values,
+            seed=seed, split_by=split_by, block_size=block_size, split_file=split_file, decisions=decisions,
+            shard_mb=shard_mb, name=name,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(summary.text())
+
+
+@app.command()
 def version() -> None:
     """Print the geopixeld version."""
     from . import __version__
@@ -181,7 +215,6 @@ def formats() -> None:
 def _mount_subcommands() -> None:
     """Sub-apps of the other stages (LMM server, releases, review app)."""
     from .lmm.cli import app as lmm_app
-
     from .release.cli import app as release_app
 
     app.add_typer(lmm_app, name="lmm", help="The embedded offline describer (an OpenAI-compatible server).")
