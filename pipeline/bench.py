@@ -74,6 +74,34 @@ def bench_prepare(repeats: int = 3) -> dict[str, float]:
     }
 
 
+def bench_export(repeats: int = 3) -> dict[str, float]:
+    """Export (GCG Parquet only) vs. a plain pyarrow write of the same rows, on the described samples."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .describe import DescribeConfig, describe
+    from .export import export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "d"
+        prepare([SAMPLES], PrepareConfig(format="isaid"), data, progress=False)
+        describe(data, DescribeConfig(), progress=False)
+        best_export = best_plain = float("inf")
+        for k in range(repeats):
+            t0 = time.perf_counter()
+            export(data, Path(tmp) / f"e{k}", formats=["gcg-parquet"], ratios=(1, 0, 0))
+            best_export = min(best_export, time.perf_counter() - t0)
+            # The floor: read the same inputs, build the same rows, one pyarrow write.
+            t0 = time.perf_counter()
+            samples = pq.read_table(data / "samples.parquet").to_pylist()
+            rows = [{**s, "image": {"bytes": (data / s["tile_path"]).read_bytes(), "path": s["tile_path"]}} for s in samples]
+            pq.write_table(pa.Table.from_pylist(rows), Path(tmp) / f"plain{k}.parquet", row_group_size=64)
+            best_plain = min(best_plain, time.perf_counter() - t0)
+        n = len(samples)
+    return {"rows": n, "export_s": best_export, "plain_pyarrow_s": best_plain,
+            "ratio_plain_over_export": best_plain / best_export}
+
+
 def make_big_geotiff(path: Path, side: int) -> Path:
     """A ``side``² 3-band uint8 tiled GeoTIFF, written block row by block row (bounded memory)."""
     if path.exists():
@@ -137,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, object] = {}
     results["prepare_isaid"] = r1 = bench_prepare()
     print(_table("prepare on the iSAID samples (best of 3)", r1))
+    results["export"] = r3 = bench_export()
+    print(_table("export (GCG Parquet) vs plain pyarrow write (best of 3)", r3))
     results["prepare_big"] = r2 = bench_big(6000 if args.quick else 20000, args.cache)
     print(_table("prepare of a large GeoTIFF (peak RSS)", r2))
     for module in ("pipeline.lmm.bench", "annotations.bench"):
