@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,7 @@ def bench_big(side: int, cache: Path) -> dict[str, float]:
     }
 
 
-def _table(title: str, rows: dict[str, object]) -> str:
+def _table(title: str, rows: Mapping[str, object]) -> str:
     lines = [title, "-" * len(title)]
     for k, v in rows.items():
         lines.append(f"  {k:28s} {v:.3f}" if isinstance(v, float) else f"  {k:28s} {v}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from .tiling import MAX_TILE_SIDE
 
@@ -52,7 +52,7 @@ class PrepareConfig(BaseModel):
 
     @field_validator("overlap")
     @classmethod
-    def _overlap_below_tile(cls, v: int, info) -> int:  # type: ignore[no-untyped-def]
+    def _overlap_below_tile(cls, v: int, info: ValidationInfo) -> int:
         size = info.data.get("tile_size", 800)
         if size and v >= size:
             raise ValueError(f"overlap {v} must be smaller than the tile size {size}")

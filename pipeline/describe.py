@@ -297,7 +297,7 @@ def _settings(config: DescribeConfig, data: Path, base_url: str, prompt_version:
         backoff_base_s=config.backoff_base_s,
         temperature=config.temperature,
         max_tokens=config.max_tokens,
-        detail=config.detail,  # type: ignore[arg-type]
+        detail=config.detail,
         cache_dir=Path(config.cache_dir) if config.cache_dir else data / "lmm_cache",
         prompt_version=prompt_version,
         prices_file=Path(config.prices_file) if config.prices_file else None,

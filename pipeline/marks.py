@@ -58,9 +58,12 @@ def place_marks(masks: list[LocalMask], width: int, height: int) -> list[tuple[f
         m = masks[i]
         dist = ndimage.distance_transform_edt(np.pad(m.array, 1))[1:-1, 1:-1]
         flat = dist.reshape(-1)
-        k = min(CANDIDATES, flat.size)
-        idx = np.argpartition(-flat, k - 1)[:k]
-        idx = idx[flat[idx] > 0]
+        # Candidates: pixels deep enough for the whole square to sit on the object (or the deepest ones
+        # when it cannot), spread over the object so a free spot can be found.
+        threshold = min(float(flat.max()), half)
+        idx = np.flatnonzero(flat >= threshold)
+        if idx.size > CANDIDATES:
+            idx = idx[np.linspace(0, idx.size - 1, CANDIDATES).astype(int)]
         ys, xs = np.unravel_index(idx, dist.shape)
         cx = m.x0 + xs + 0.5
         cy = m.y0 + ys + 0.5

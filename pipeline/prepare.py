@@ -155,9 +155,9 @@ def process_tile(
     mark_of: dict[int, Mark] = {}
     for number, j in enumerate(order, start=1):
         x, y, box = placements[j]
-        mk = Mark(number, x, y, box)
-        marks.append(mk)
-        mark_of[to_mark[j]] = mk
+        placed = Mark(number, x, y, box)
+        marks.append(placed)
+        mark_of[to_mark[j]] = placed
 
     rows = []
     for k, inst in enumerate(kept):

@@ -51,7 +51,10 @@ class PromptRenderError(KeyError):
 
 
 def _format_value(value: Any) -> str:
-    """Text for one placeholder: floats get at most one decimal (``23.81`` -> ``23.8``, ``24.0`` -> ``24``)."""
+    """Text for one placeholder: floats get at most one decimal (23.81 -> "23.8", 24.0 -> "24").
+
+    Integers and strings are written with ``str``.
+    """
     if isinstance(value, float):
         text = f"{value:.1f}"
         return text[:-2] if text.endswith(".0") else text
@@ -66,7 +69,7 @@ def template_fields(template: str) -> list[str]:
             continue
         if not name.isidentifier() or spec or conversion:
             raise PromptSetError(
-                f"placeholder {{{name}}} is not a plain name; use {{name}} only (values are formatted for you)"
+                f"placeholder {{{name}}} is not a plain name; use {{name}} only (values are formatted for us)"
             )
         if name not in names:
             names.append(name)

@@ -234,7 +234,7 @@ class RowBandReader:
                     arr = self._ds.read(self.bands, window=window, masked=True)
                     new = np.asarray(arr.data)
                     mask = np.ma.getmaskarray(arr)
-                    valid = ~mask.all(axis=0)
+                    valid = np.asarray(~mask.all(axis=0), dtype=bool)
                 else:
                     new = self._ds.read(self.bands, window=window)
                     valid = np.ones(new.shape[1:], dtype=bool)

@@ -172,7 +172,7 @@ def export(
             "split": split,
             "review_status": status,
             "reviewer": d.get("reviewer"),
-            "decided_at": decided.isoformat() if hasattr(decided, "isoformat") else decided,
+            "decided_at": decided.isoformat() if decided is not None and hasattr(decided, "isoformat") else decided,
             "flags": s["flags"],
             "max_severity": s["max_severity"],
             "lmm_model": s["lmm_model"],
@@ -195,8 +195,9 @@ def export(
         if "glamm" in formats:
             files += write_glamm(rows, split, out / "glamm")
     all_rows = [r for rows in rows_by_split.values() for r in rows]
-    info = {
-        "name": name or data.resolve().name,
+    dataset_name = name or data.resolve().name
+    info: dict[str, Any] = {
+        "name": dataset_name,
         "splits": splits,
         "formats": list(formats),
         "crs": sorted({r["crs"] for r in all_rows if r["crs"]}),
@@ -208,7 +209,7 @@ def export(
         "source": str(data),
     }
     if "gcg-parquet" in formats:
-        (out / "README.md").write_text(dataset_card(info["name"], splits, info))
+        (out / "README.md").write_text(dataset_card(dataset_name, splits, info))
     (out / "export.json").write_text(json.dumps(info, indent=1))
     return ExportSummary(
         out_dir=str(out), splits=splits, formats=list(formats), files=len(files) + 2, rejected=rejected,

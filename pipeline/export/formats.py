@@ -31,7 +31,9 @@ def write_coco(rows: list[dict[str, Any]], split: str, out: Path) -> list[Path]:
     """``instances_{split}.json`` (one annotation per grounded mask) and ``captions_{split}.json``."""
     out.mkdir(parents=True, exist_ok=True)
     categories: dict[str, int] = {}
-    images, anns, caps = [], [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    caps: list[dict[str, Any]] = []
     for img_id, r in enumerate(rows, start=1):
         images.append({"id": img_id, "file_name": f"{r['tile_id']}.png", "width": r["width"], "height": r["height"],
                        "tile_id": r["tile_id"], "source_image": r["source_image"]})
