@@ -22,9 +22,24 @@ MARK_TEXT = (255, 255, 0)
 CANDIDATES = 256
 
 
+MIN_FONT = 10
+
+
 def font_size_for(width: int, height: int) -> int:
     """Digit height in px: about 2 % of the tile's long side, at least 12 px."""
     return max(12, round(0.02 * max(width, height)))
+
+
+def font_size_for_objects(masks: list[LocalMask], width: int, height: int) -> int:
+    """The tile's font size, made smaller (down to 10 px) when the marked objects are small.
+
+    Crowded small objects (trucks in a car park) otherwise disappear under their own marks.
+    """
+    default = font_size_for(width, height)
+    if not masks:
+        return default
+    typical = float(np.median([np.sqrt(m.area) for m in masks]))
+    return int(np.clip(round(0.6 * typical), MIN_FONT, default))
 
 
 @dataclass
@@ -44,12 +59,14 @@ def _overlap(box: np.ndarray, placed: np.ndarray) -> np.ndarray:
     return (ix * iy).sum(axis=1)
 
 
-def place_marks(masks: list[LocalMask], width: int, height: int) -> list[tuple[float, float, tuple[float, float, float, float]]]:
+def place_marks(
+    masks: list[LocalMask], width: int, height: int, font_size: int | None = None
+) -> list[tuple[float, float, tuple[float, float, float, float]]]:
     """Centre and square for each mask, in the input order.
 
     Returns ``(x, y, (x0, y0, x1, y1))`` per mask; ``(x, y)`` is always the centre of a mask pixel.
     """
-    side = _square_side(width, height, digits=2)
+    side = _square_side(font_size or font_size_for(width, height), digits=2)
     half = side / 2
     order = sorted(range(len(masks)), key=lambda i: masks[i].area)
     placed: list[tuple[float, float, float, float]] = []
@@ -84,9 +101,8 @@ def place_marks(masks: list[LocalMask], width: int, height: int) -> list[tuple[f
     return [result[i] for i in range(len(masks))]
 
 
-def _square_side(width: int, height: int, digits: int) -> float:
-    size = font_size_for(width, height)
-    return float(size * (0.7 + 0.62 * digits))
+def _square_side(font_size: int, digits: int) -> float:
+    return float(font_size * (0.7 + 0.62 * digits))
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -101,6 +117,7 @@ def draw_marks(
     marks: list[Mark],
     contours: list[LocalMask] | None = None,
     grid: bool = False,
+    font_size: int | None = None,
 ) -> Image.Image:
     """The set-of-marks image: the tile with numbered squares (and optional contours and 3×3 grid)."""
     img = Image.fromarray(tile_rgb)
@@ -119,13 +136,13 @@ def draw_marks(
             overlay[m.y0 + ys, m.x0 + xs] = (0, 255, 255)
         img = Image.fromarray(overlay)
         draw = ImageDraw.Draw(img)
-    size = font_size_for(w, h)
+    size = font_size or font_size_for(w, h)
     font = _font(size)
     for mk in marks:
         x0, y0, x1, y1 = mk.box
         text = str(mk.number)
         if len(text) > 2:  # widen the square for 3+ digits around the same centre
-            extra = (_square_side(w, h, len(text)) - (x1 - x0)) / 2
+            extra = (_square_side(size, len(text)) - (x1 - x0)) / 2
             x0, x1 = x0 - extra, x1 + extra
         draw.rectangle([x0, y0, x1, y1], fill=MARK_FILL)
         draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, fill=MARK_TEXT, font=font, anchor="mm")

@@ -30,7 +30,7 @@ from . import priors
 from .config import PrepareConfig, category_name
 from .errors import InputError, Skip
 from .ingest import ImageItem, get_adapter
-from .marks import Mark, draw_marks, place_marks
+from .marks import Mark, draw_marks, font_size_for_objects, place_marks
 from .raster import RowBandReader, compute_stretch, read_info, resolve_bands
 from .records import TileInstance
 from .rle import encode_local
@@ -90,7 +90,7 @@ def process_tile(
     instances: list[TileInstance],
     config: PrepareConfig,
     gsd: float | None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Mark], Counter[str]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Mark], Counter[str], int]:
     """Priors, clusters and marks for one tile's instances → instance rows, cluster rows, marks, drops."""
     w, h = tile.width, tile.height
     dropped: Counter[str] = Counter()
@@ -149,7 +149,8 @@ def process_tile(
 
     # Marks for every instance not described through a cluster.
     to_mark = [k for k in range(len(kept)) if k not in cluster_of]
-    placements = place_marks([kept[k].mask for k in to_mark], w, h)
+    font_size = font_size_for_objects([kept[k].mask for k in to_mark], w, h)
+    placements = place_marks([kept[k].mask for k in to_mark], w, h, font_size)
     order = _reading_order([(p[0], p[1]) for p in placements], h)
     marks: list[Mark] = []
     mark_of: dict[int, Mark] = {}
@@ -201,7 +202,7 @@ def process_tile(
                 "source_ref": inst.source_ref,
             }
         )
-    return rows, cluster_rows, marks, dropped
+    return rows, cluster_rows, marks, dropped, font_size
 
 
 def prepare_image(item: ImageItem, config: PrepareConfig, out_dir: str | Path, resume: bool = True) -> ImageReport:
@@ -286,7 +287,7 @@ def _prepare_into(
                 rgb = stretch.apply(crop, vcrop if masked else None)
                 if rgb.shape[2] == 1:
                     rgb = np.repeat(rgb, 3, axis=2)
-                rows, crows, marks, drops = process_tile(tile, instances, config, gsd)
+                rows, crows, marks, drops, font_size = process_tile(tile, instances, config, gsd)
                 dropped.update(drops)
                 tile_path = out / "tiles" / f"{tile.tile_id}.png"
                 marks_path = out / "marks" / f"{tile.tile_id}.png"
@@ -296,7 +297,7 @@ def _prepare_into(
                 if config.marks_contours:
                     marked = {r["instance_id"] for r in rows if r["mark"] is not None}
                     contours = [i.mask for i in instances if i.instance_id in marked]
-                draw_marks(rgb, marks, contours, config.marks_grid).save(marks_path, compress_level=PNG_COMPRESS_LEVEL)
+                draw_marks(rgb, marks, contours, config.marks_grid, font_size).save(marks_path, compress_level=PNG_COMPRESS_LEVEL)
                 written.append(marks_path)
                 tile_rows.append(
                     {

@@ -94,7 +94,8 @@ class CocoAdapter:
         data = load_coco(path)
         cats = {c["id"]: c.get("name", str(c["id"])) for c in data.get("categories", [])}
         image_id = item.options["image_id"]
-        instances, skips = [], []
+        instances: list[SourceInstance] = []
+        skips: list[Skip] = []
         for ann in data["annotations"]:
             if ann.get("image_id") != image_id:
                 continue

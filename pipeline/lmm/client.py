@@ -135,7 +135,8 @@ def parse_chat_response(raw: str, requested_model: str) -> _Answer:
         content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     if not isinstance(content, str) or not content.strip():
         raise _BadResponse("empty response: no message content")
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    usage_field = body.get("usage")
+    usage: dict[str, Any] = usage_field if isinstance(usage_field, dict) else {}
 
     def _int(value: Any) -> int:
         return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
@@ -214,13 +215,22 @@ class LMMClient:
             requests: what to ask.
             progress: show a tqdm progress bar.
         """
-        keys = [self.key_for(r) for r in requests]
         results: list[LMMResult | None] = [None] * len(requests)
+        keys: list[str] = []
+        for i, request in enumerate(requests):
+            try:
+                keys.append(self.key_for(request))
+            except (TypeError, ValueError) as exc:  # facts that cannot be serialised: this request only
+                keys.append("")
+                results[i] = self._invalid(request, f"invalid request: {exc}")
         first_of: dict[str, int] = {}
         to_send: list[int] = []
         bar = tqdm(total=len(requests), desc="describe", unit="req", disable=not progress, leave=False)
+        bar.update(sum(r is not None for r in results))
         try:
             for i, (request, key) in enumerate(zip(requests, keys, strict=True)):
+                if not key:
+                    continue
                 if key in first_of:
                     continue  # duplicate: filled in from its first occurrence below
                 first_of[key] = i
@@ -267,10 +277,33 @@ class LMMClient:
         ) as client:
 
             async def one(i: int) -> None:
-                results[i] = await self._call(client, semaphore, requests[i], keys[i])
+                try:
+                    results[i] = await self._call(client, semaphore, requests[i], keys[i])
+                except Exception as exc:  # a bug of ours must not cost the rest of the batch either
+                    logger.exception("lmm request %s failed unexpectedly", requests[i].ref or keys[i][:12])
+                    results[i] = self._invalid(requests[i], f"{type(exc).__name__}: {exc}", keys[i])
                 bar.update(1)
 
             await asyncio.gather(*(one(i) for i in indices))
+
+    def _invalid(self, request: LMMRequest, error: str, key: str = "") -> LMMResult:
+        """An error result for a request that was never (successfully) sent."""
+        return LMMResult(
+            ref=request.ref,
+            key=key,
+            status="error",
+            text=None,
+            from_cache=False,
+            attempts=0,
+            latency_s=0.0,
+            input_tokens=0,
+            output_tokens=0,
+            error=error[:500],
+            raw=None,
+            model=self.settings.model,
+            tier=request.tier,
+            prompt_version=self.settings.prompt_version,
+        )
 
     def _from_cache(self, request: LMMRequest, entry: CacheEntry) -> LMMResult:
         return LMMResult(
@@ -360,23 +393,24 @@ class LMMClient:
             except Exception as exc:  # anything else: report it, never stop the batch
                 error = f"{type(exc).__name__}: {str(exc)[:300]}"
             else:
-                if self.cache is not None:  # file I/O off the event loop, so it never delays other requests
-                    await asyncio.to_thread(
-                        self.cache.put,
-                        CacheEntry(
-                            key=key,
-                            text=answer.text,
-                            model=answer.model,
-                            raw=raw,
-                            input_tokens=answer.input_tokens,
-                            output_tokens=answer.output_tokens,
-                            finish_reason=answer.finish_reason,
-                            tier=request.tier,
-                            prompt_version=s.prompt_version,
-                            prompt=request.prompt,
-                            created_at=time.time(),
-                        ),
+                if self.cache is not None:
+                    entry = CacheEntry(
+                        key=key,
+                        text=answer.text,
+                        model=answer.model,
+                        raw=raw,
+                        input_tokens=answer.input_tokens,
+                        output_tokens=answer.output_tokens,
+                        finish_reason=answer.finish_reason,
+                        tier=request.tier,
+                        prompt_version=s.prompt_version,
+                        prompt=request.prompt,
+                        created_at=time.time(),
                     )
+                    try:  # file I/O off the event loop, so it never delays other requests
+                        await asyncio.to_thread(self.cache.put, entry)
+                    except OSError as exc:  # the answer is still good; it just will not be reused
+                        logger.warning("could not cache %s: %s", request.ref or key[:12], exc)
                 return result(
                     status="ok",
                     text=answer.text,

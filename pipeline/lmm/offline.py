@@ -217,16 +217,13 @@ def masked_pixels(image: np.ndarray | None, facts: Facts, *, exclude_mark: bool)
 # Words
 # --------------------------------------------------------------------------------------------------------
 
-_NUMBER_WORDS = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
-)  # fmt: skip
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 #: Categories whose footprint is round: sizes are diameters and orientation is meaningless.
 ROUND_CATEGORIES = frozenset({"storage tank", "roundabout"})
 
 
 def number_word(n: int) -> str:
-    """``12`` -> ``"twelve"`` up to twenty, digits above."""
+    """``7`` -> ``"seven"``: words from zero to nine, digits from 10 (so counts in one sentence match)."""
     return _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else str(n)
 
 
@@ -366,25 +363,36 @@ def _size_clause(facts: Facts, category: str, rng: random.Random) -> str:
 
 
 def _orientation_clause(facts: Facts, category: str, rng: random.Random) -> str:
+    """``"oriented diagonally, rising to the right"``-style clause; "" when the object has no long axis.
+
+    ``orientation_word`` is trusted when the key is present (None there means the measurement found the
+    object too compact to have an orientation); only without that key is a word derived from
+    ``orientation_deg``.
+    """
     if category in ROUND_CATEGORIES:
         return ""
-    length, width = _num(facts.get("length_m")), _num(facts.get("width_m"))
-    if length and width and max(length, width) / min(length, width) < 1.15:
-        return ""  # a square footprint has no meaningful long axis
-    word = facts.get("orientation_word")
-    if not word:
-        deg = facts.get("orientation_deg")
-        if deg is None:
-            return ""
+    if "orientation_word" in facts:
+        word = facts.get("orientation_word")
+    else:
+        length, width = _num(facts.get("length_m")), _num(facts.get("width_m"))
+        if length and width and max(length, width) / min(length, width) < 1.2:
+            return ""  # a compact footprint has no meaningful long axis
         try:
-            word = orientation_word(float(deg))
-        except (TypeError, ValueError):
+            word = orientation_word(float(facts["orientation_deg"]))
+        except (KeyError, TypeError, ValueError):
             return ""
-    word = readable(word)
+    if not word:
+        return ""
+    main, _, detail = readable(word).partition(",")
     adverbs = {"horizontal": "horizontally", "vertical": "vertically", "diagonal": "diagonally"}
-    if word in adverbs:
-        return rng.choice([f"oriented {adverbs[word]}", f"lying {adverbs[word]}"])
-    return f"with a {word} orientation"
+    if main.strip() not in adverbs:
+        return f"with a {readable(word)} orientation"
+    verb = rng.choice(["oriented", "aligned"])
+    return f"{verb} {adverbs[main.strip()]}" + (f", {detail.strip()}" if detail.strip() else "")
+
+
+#: Size-class adjectives; skipped when the category name already carries a size ("large vehicle").
+_SIZE_WORDS = {"small": "small", "medium": "medium-sized", "large": "large"}
 
 
 def _truncation_clause(facts: Facts) -> str:
@@ -407,16 +415,22 @@ def describe_instance(facts: Facts, image: np.ndarray | None) -> str:
     pixels = masked_pixels(image, facts, exclude_mark=True)
     colours = colour_phrase(colour_shares(pixels)) if pixels is not None else None
     size_clause = _size_clause(facts, category, rng)
-    size_class = readable(facts.get("size_class") or "") if not size_clause else ""
+    size_word = ""
+    if not size_clause and not re.search(r"\b(small|large|big)\b", category):
+        size_word = _SIZE_WORDS.get(readable(facts.get("size_class") or ""), "")
     noun = category or "object of unknown category"
-    head_words = " ".join(w for w in (size_class, colours, noun) if w)
+    head_words = " ".join(w for w in (size_word, colours, noun) if w)
     head = f"{article(head_words)} {head_words}"
     orientation = _orientation_clause(facts, category, rng)
     clauses = [c for c in (size_clause, orientation, _truncation_clause(facts)) if c]
     where = place(_first(facts, "position", "pos"))
-    core = f"{head} lies {where}" if where and rng.random() < 0.5 else f"{head} {where}".strip()
-    text = ", ".join([core, *clauses])
-    return _sentence(text)
+    if not where:
+        core = head
+    else:
+        core = rng.choice(
+            [f"{head} {where}", f"{head} lies {where}", f"{head} sits {where}", f"{where}, {head}"]
+        )
+    return _sentence(", ".join([core, *clauses]))
 
 
 def describe_cluster(facts: Facts, image: np.ndarray | None) -> str:
@@ -527,18 +541,23 @@ def describe_holistic(facts: Facts, image: np.ndarray | None) -> str:
         cat, pos = _first(inst, "category", "category_name"), _first(inst, "position", "pos")
         if cat and pos:
             positions.setdefault(singular(readable(cat)), Counter())[readable(pos)] += 1
-    layout: list[str] = []
+    # Categories sharing the same layout are named together: "the planes and ships lie in the top left".
+    layouts: dict[str, list[tuple[str, int]]] = {}
     for name, n in ordered[:3]:
         where = positions.get(name)
         if not where:
             continue
         spots = [p for p, _ in where.most_common()]
-        subject = f"the {plural(name, n)}"
-        if len(spots) >= 3:
-            layout.append(f"{subject} {'is' if n == 1 else 'are'} spread across the tile")
+        phrase = "across the tile" if len(spots) >= 3 else " and ".join(place(p) for p in spots)
+        layouts.setdefault(phrase, []).append((name, n))
+    layout: list[str] = []
+    for phrase, members in layouts.items():
+        subject = "the " + join_words([plural(name, n) for name, n in members])
+        single = len(members) == 1 and members[0][1] == 1
+        if phrase == "across the tile":
+            layout.append(f"{subject} {'is' if single else 'are'} spread across the tile")
         else:
-            verb = "lies" if n == 1 else "lie"
-            layout.append(f"{subject} {verb} {' and '.join(place(p) for p in spots)}")
+            layout.append(f"{subject} {'lies' if single else 'lie'} {phrase}")
     if layout:
         sentences.append(", while ".join(layout) if len(layout) <= 2 else join_words(layout))
     elif ordered:

@@ -38,7 +38,8 @@ class ModelPrice:
         return (input_tokens * self.input_per_m + output_tokens * self.output_per_m) / 1_000_000
 
 
-#: Built-in estimates (USD per 1M tokens, vendor list prices, 2025). Check your provider before relying on them.
+#: Built-in estimates (USD per 1M tokens, vendor list prices, 2025). Check your provider before relying
+#: on them.
 DEFAULT_PRICES: dict[str, ModelPrice] = {
     OFFLINE_MODEL: ModelPrice(0.0, 0.0),
     "gpt-4o": ModelPrice(2.50, 10.00),

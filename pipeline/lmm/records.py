@@ -50,7 +50,10 @@ def results_to_table(results: Iterable[LMMResult]) -> pa.Table:
 
 
 def write_calls_parquet(results: Iterable[LMMResult], out: str | Path) -> Path:
-    """Write the per-call table to ``out`` (a folder gets ``lmm_calls.parquet``) atomically; returns the path."""
+    """Write the per-call table to ``out`` atomically; returns the path.
+
+    ``out`` is a ``.parquet`` file path, or a folder that gets ``lmm_calls.parquet``.
+    """
     path = Path(out)
     if path.suffix != ".parquet":
         path = path / CALLS_FILENAME

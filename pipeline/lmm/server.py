@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -288,8 +289,12 @@ def serve(host: str = "127.0.0.1", port: int = 0, *, latency_s: float = 0.0) -> 
         (server, port); stop it with ``server.stop()``.
     """
     server = OfflineServer((host, port), latency_s=latency_s)
+    # A short poll interval makes stop() return promptly (shutdown waits for the next poll).
     thread = threading.Thread(
-        target=server.serve_forever, name=f"offline-describer:{server.port}", daemon=True
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"offline-describer:{server.port}",
+        daemon=True,
     )
     thread.start()
     return server, server.port
@@ -357,7 +362,9 @@ def _read_base_url(proc: subprocess.Popen[str], timeout_s: float) -> str:
     thread.start()
     thread.join(timeout_s)
     if not found:
-        raise RuntimeError(f"offline describer did not start within {timeout_s:g} s (exit code {proc.poll()})")
+        raise RuntimeError(
+            f"offline describer did not start within {timeout_s:g} s (exit code {proc.poll()})"
+        )
     return found[0]
 
 
@@ -369,12 +376,18 @@ def main(host: str = "127.0.0.1", port: int = 8765, latency_s: float = 0.0) -> N
     print(
         f"offline describer {server.model_name} at http://{host}:{server.port}/v1 (Ctrl-C stops)", flush=True
     )
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as cleanly as Ctrl-C
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 __all__ = [

@@ -50,8 +50,10 @@ class LMMResult:
         from_cache: True when no request was sent for this result (persistent cache hit, or a duplicate of
             another request in the same batch).
         attempts: HTTP attempts made in this run (0 when from cache).
-        latency_s: seconds from the first attempt to the result, retries and back-off included (0 when cached).
-        input_tokens, output_tokens: token usage the server reported (for cached results: of the original call).
+        latency_s: seconds from the first attempt to the result, retries and back-off included (0 when
+            cached).
+        input_tokens, output_tokens: token usage the server reported (for cached results: that of the
+            original call).
         error: short error description (never contains the API key), None when ok.
         raw: the raw response body text, kept for auditing (None when no body was received).
         model: the model that answered as the server reported it (the requested one when unknown).
@@ -92,33 +94,47 @@ class LMMSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    base_url: str = Field(DEFAULT_BASE_URL, description="Endpoint root, e.g. https://api.openai.com/v1.")
-    model: str = Field(OFFLINE_MODEL, description="Model name sent with every request.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
-    concurrency: int = Field(8, ge=1, le=1024, description="Most requests in flight at once.")
-    timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout in seconds (whole request).")
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL, description="Endpoint root, e.g. https://api.openai.com/v1."
+    )
+    model: str = Field(default=OFFLINE_MODEL, description="Model name sent with every request.")
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY", description="Environment variable holding the API key."
+    )
+    concurrency: int = Field(default=8, ge=1, le=1024, description="Most requests in flight at once.")
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="Per-attempt timeout in seconds (whole request)."
+    )
     max_retries: int = Field(
-        5, ge=0, description="Retries after the first attempt (429, 5xx, timeouts, drops)."
+        default=5, ge=0, description="Retries after the first attempt (429, 5xx, timeouts, drops)."
     )
-    backoff_base_s: float = Field(0.5, ge=0, description="First back-off in seconds; doubles per retry.")
+    backoff_base_s: float = Field(
+        default=0.5, ge=0, description="First back-off in seconds; doubles per retry."
+    )
     backoff_max_s: float = Field(
-        30.0, ge=0, description="Longest single wait in seconds, also the cap on a server's Retry-After."
+        default=30.0,
+        ge=0,
+        description="Longest single wait in seconds, also the cap on a server's Retry-After.",
     )
-    temperature: float = Field(0.2, ge=0, le=2)
-    max_tokens: int = Field(300, ge=1, description="Answer length limit in tokens.")
-    detail: Literal["auto", "low", "high"] = Field("auto", description="OpenAI image detail level.")
-    cache_dir: Path | None = Field(None, description="Persistent response cache folder; None disables it.")
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    max_tokens: int = Field(default=300, ge=1, description="Answer length limit in tokens.")
+    detail: Literal["auto", "low", "high"] = Field(default="auto", description="OpenAI image detail level.")
+    cache_dir: Path | None = Field(
+        default=None, description="Persistent response cache folder; None disables it."
+    )
     prompt_version: str = Field(
-        "geopixeld-v1", description="Prompt-set version; recorded and part of the key."
+        default="geopixeld-v1", description="Prompt-set version; recorded and part of the key."
     )
     send_facts: bool = Field(
-        True,
+        default=True,
         description=(
             "Send measured facts as the extra body field 'geopixeld_facts'. Servers that reject unknown "
             "fields (the OpenAI API itself does) need False."
         ),
     )
-    prices_file: Path | None = Field(None, description="YAML/JSON price table; None uses built-in estimates.")
+    prices_file: Path | None = Field(
+        default=None, description="YAML/JSON price table; None uses built-in estimates."
+    )
 
     def api_key(self) -> str | None:
         """The API key from the environment, or None when the variable is unset or empty."""
