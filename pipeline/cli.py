@@ -135,6 +135,11 @@ def describe(
     detail: Annotated[str, typer.Option(help="Image detail sent to the LMM: auto, low or high.")] = "auto",
     cache_dir: Annotated[Path | None, typer.Option(help="Response cache folder (default DATA/lmm_cache).")] = None,
     prices: Annotated[Path | None, typer.Option(help="Price table (YAML/JSON) for cost estimates.")] = None,
+    facts: Annotated[
+        bool | None,
+        typer.Option("--facts/--no-facts", help="Send measured facts as an extra request field (the offline "
+                     "describer needs them; the OpenAI API rejects unknown fields). Default: only to 127.0.0.1."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Describe prepared tiles with an LMM (holistic, instance and cluster tiers) and ground the captions.
@@ -152,6 +157,7 @@ def describe(
             base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout,
             max_retries=retries, prompts=prompts, metric_priors=metric_priors, phrase_naming=phrase_naming,
             detail=detail, cache_dir=str(cache_dir) if cache_dir else None, prices_file=str(prices) if prices else None,
+            send_facts=facts,
         )
         summary = run_describe(data, config, progress=progress)
     except (ValueError, FileNotFoundError) as exc:

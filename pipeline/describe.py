@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
@@ -71,6 +72,17 @@ class DescribeConfig(BaseModel):
     cache_dir: str | None = None
     batch_tiles: int = Field(32, ge=1)
     prices_file: str | None = None
+    send_facts: bool | None = None
+
+    def facts_enabled(self) -> bool:
+        """Measured facts travel as an extra request field that the offline describer reads; the OpenAI
+        API itself rejects unknown fields. Default: send them only to a server on this machine."""
+        if self.send_facts is not None:
+            return self.send_facts
+        if not self.base_url:
+            return True
+        host = urlparse(self.base_url).hostname or ""
+        return host in ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -301,6 +313,7 @@ def _settings(config: DescribeConfig, data: Path, base_url: str, prompt_version:
         cache_dir=Path(config.cache_dir) if config.cache_dir else data / "lmm_cache",
         prompt_version=prompt_version,
         prices_file=Path(config.prices_file) if config.prices_file else None,
+        send_facts=config.facts_enabled(),
     )
 
 

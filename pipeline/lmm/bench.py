@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tempfile
 import time
 import urllib.request
@@ -55,7 +56,7 @@ def _requests(n: int, offset: int = 0) -> list[LMMRequest]:
             facts={
                 "tier": "cluster",
                 "category": "small vehicles",
-                "count": i % 30 + 2,
+                "count": i + 2,
                 "position": "left side",
             },
             ref=f"bench-{i}",
@@ -86,7 +87,7 @@ def run_bench(
         ``ideal_rps``, ``efficiency`` (achieved / ideal), ``server_max_in_flight``, ``server_requests``
         (requests the server saw in the timed run), ``failed``,
         ``cached_rerun_s``, ``cached_rerun_requests`` (requests the server saw during the rerun) and
-        ``cached_rerun_all_cached``.
+        ``cached_rerun_all_cached``, plus ``load_avg_1m`` and ``cpus`` (how busy the machine was).
     """
     requests = _requests(n_requests)
     with (
@@ -112,6 +113,7 @@ def run_bench(
         rerun_requests = _server_stats(base_url)["requests"] - cold["requests"]
         cold_requests = cold["requests"] - warm
     ideal_rps = concurrency / latency_s
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     achieved = n_requests / wall
     return {
         "n_requests": n_requests,
@@ -128,6 +130,9 @@ def run_bench(
         "cached_rerun_s": round(cached_wall, 3),
         "cached_rerun_requests": rerun_requests,
         "cached_rerun_all_cached": all(r.from_cache for r in rerun),
+        # Client and server share this machine's CPUs: on a busy machine the ratio drops, so say how busy.
+        "load_avg_1m": round(load, 2),
+        "cpus": os.cpu_count(),
     }
 
 

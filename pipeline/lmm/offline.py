@@ -279,6 +279,8 @@ def place(pos: Any) -> str:
         return ""
     if p in {"center", "centre", "middle", "central"}:
         return "in the centre"
+    if p.startswith(("across", "throughout", "all over")):  # "across the image" is already a phrase
+        return p
     if p in {"left", "right"} or p.endswith(("side", "edge")):
         return f"on the {p}"
     if p in {"top", "bottom"}:
@@ -396,6 +398,7 @@ _SIZE_WORDS = {"small": "small", "medium": "medium-sized", "large": "large"}
 
 
 def _truncation_clause(facts: Facts) -> str:
+    """``"partly cut off by the tile edge (about 80% visible)"`` for truncated objects, else ""."""
     fraction = _num(facts.get("visible_fraction"))
     if not facts.get("truncated") and (fraction is None or fraction >= 0.95):
         return ""
@@ -446,17 +449,21 @@ def describe_cluster(facts: Facts, image: np.ndarray | None) -> str:
     else:
         subject = f"{readable(_first(facts, 'count_word', 'cluster_info') or 'several')} {plural(noun)}"
 
-    pixels = masked_pixels(image, facts, exclude_mark=False)
-    colours = colour_phrase(colour_shares(pixels), second_min=0.2) if pixels is not None else None
+    mask = decode_mask(facts.get("mask_rle"))
+    colours = None
+    if image is not None and mask is not None and mask.shape == image.shape[:2] and mask.any():
+        colours = colour_phrase(colour_shares(image[mask]), second_min=0.2)
     extent = ""
     gsd = _num(facts.get("gsd"))
-    mask = decode_mask(facts.get("mask_rle"))
     if gsd is not None and mask is not None and mask.any() and n != 1:
         ys, xs = np.nonzero(mask)
         span_m = max(int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)) * gsd
         extent = f"spread over about {metres(span_m)} m"
     where = place(_first(facts, "position", "pos"))
-    where = f"{where} of the image" if where else "in the image"
+    if not where:
+        where = "in the image"
+    elif not where.endswith(("image", "tile")):
+        where += " of the image"
 
     verb = "is" if n == 1 else "are"
     frame = rng.randrange(3 if n is not None and n > 1 else 2)

@@ -140,3 +140,12 @@ def test_phrase_naming_noun_and_metric_prompts(tmp_path: Path, dota_prepared: Pa
     assert any(p["text"] == "small vehicles" for p in s["phrases"] if p["kind"] == "cluster")
     metric = [p for p in seen if "m long" in p]
     assert metric and all("Do not mention the marked number" in p for p in metric)
+
+
+def test_facts_go_only_to_servers_on_this_machine(tmp_path: Path, dota_prepared: Path) -> None:
+    assert DescribeConfig().facts_enabled()
+    assert not DescribeConfig(base_url="https://api.openai.com/v1").facts_enabled()
+    data = _fresh(dota_prepared, tmp_path / "d")
+    with scripted_server(lambda p, f: (200, "A white large vehicle parked in the lot.")) as (url, stats):
+        describe(data, DescribeConfig(base_url=url, model="m", send_facts=False), progress=False)
+    assert stats.requests and all(r["facts"] == {} for r in stats.requests)
