@@ -224,6 +224,9 @@ def _mount_subcommands() -> None:
 
     app.add_typer(lmm_app, name="lmm", help="The embedded offline describer (an OpenAI-compatible server).")
     app.add_typer(release_app, name="release", help="Versioned, immutable, checksummed releases: publish, list, show, pull.")
+    from annotations.cli import app as review_app
+
+    app.add_typer(review_app, name="review", help="The annotator review app: serve, add-user, export-decisions.")
 
 
 _mount_subcommands()

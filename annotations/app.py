@@ -1,0 +1,452 @@
+"""The review web app: a FastAPI server for the annotator page in ``static/``.
+
+Every data endpoint needs a logged-in session (cookie); every state-changing request also needs the
+session's CSRF token in ``X-CSRF-Token`` and, when the browser sends one, a same-origin ``Origin``.
+Images are looked up by ``tile_id`` in the samples table; no file path ever comes from a request.
+
+Endpoints (all JSON unless noted):
+    POST /api/login, /api/logout; GET /api/me
+    GET  /api/queue/next?after=ID (assigns), /api/queue/peek?after=ID, /api/queue/summary
+    GET  /api/samples/{tile_id}; GET /api/samples/{tile_id}/image/{tile|marks} (PNG)
+    POST /api/samples/{tile_id}/decision, /api/samples/{tile_id}/validate, /api/bulk-accept
+    GET  /api/stats, /api/events?tile_id=ID, /api/events/export (JSON Lines)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
+
+from . import auth
+from .db import as_utc, decision_dict, decisions, default_db_url, events, open_engine, utcnow
+from .decisions import Conflict, FixRejected, Validator, build_fix, bulk_accept, record_decision
+from .queue import QueueConfig, ReviewQueue, build_queue
+from .samples import SampleStore
+from .validate import validate_fixed
+
+STATIC_DIR = Path(__file__).parent / "static"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+@dataclass
+class ReviewContext:
+    """Everything the request handlers share."""
+
+    store: SampleStore
+    engine: Engine
+    queue: ReviewQueue
+    validator: Validator
+    secure_cookies: bool
+    session_ttl: timedelta
+    throttle: auth.LoginThrottle
+
+
+class LoginRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class FixPayload(BaseModel):
+    gcg_caption: str = Field(max_length=100_000)
+    mask_refs: list[int | None] = Field(max_length=10_000)
+
+
+class DecisionRequest(BaseModel):
+    action: Literal["accept", "reject", "fix"]
+    base_revision: int = Field(ge=0)
+    note: str | None = Field(default=None, max_length=4000)
+    fix: FixPayload | None = None
+
+
+class BulkAcceptRequest(BaseModel):
+    severities: list[Literal["none", "info", "warning", "error"]] = Field(min_length=1)
+    flag_code: str | None = Field(default=None, max_length=200)
+    queued_only: bool = False
+    dry_run: bool = True
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null (priors have NaN for unknown lengths)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _clean_dict(value: dict[str, Any]) -> dict[str, Any]:
+    return cast(dict[str, Any], _clean(value))
+
+
+def _ctx(request: Request) -> ReviewContext:
+    ctx: ReviewContext = request.app.state.review
+    return ctx
+
+
+def current_session(request: Request) -> auth.Session:
+    """Dependency: the logged-in annotator, or 401."""
+    session = auth.get_session(_ctx(request).engine, request.cookies.get(auth.SESSION_COOKIE))
+    if session is None:
+        raise HTTPException(status_code=401, detail="not logged in")
+    return session
+
+
+def csrf_session(request: Request, session: auth.Session = Depends(current_session)) -> auth.Session:
+    """Dependency for state-changing requests: the session, if the request carries its CSRF token."""
+    if not auth.csrf_ok(session, request.headers.get(auth.CSRF_HEADER)):
+        raise HTTPException(status_code=403, detail="missing or wrong CSRF token")
+    return session
+
+
+def _origin_allowed(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+def _sample_payload(ctx: ReviewContext, tile_id: str, sample: dict[str, Any]) -> dict[str, Any]:
+    with ctx.engine.connect() as conn:
+        decision = decision_dict(
+            conn.execute(sa.select(decisions).where(decisions.c.tile_id == tile_id)).first()
+        )
+    original = {k: sample.get(k) for k in ("gcg_caption", "caption", "phrases")}
+    if decision and decision["status"] == "fixed":
+        current = {k: decision[k] for k in ("gcg_caption", "caption", "phrases", "mask_refs")}
+    else:
+        current = {**original, "mask_refs": list(range(len(sample.get("masks") or [])))}
+    item = ctx.queue.item(tile_id)
+    public_decision = None
+    if decision:
+        public_decision = {k: decision[k] for k in ("status", "reviewer", "decided_at", "revision", "note")}
+    return _clean_dict(
+        {
+            "tile_id": tile_id,
+            "image_id": sample.get("image_id"),
+            "width": sample.get("width"),
+            "height": sample.get("height"),
+            "lmm_model": sample.get("lmm_model"),
+            "prompt_version": sample.get("prompt_version"),
+            "flags": sample.get("flags") or [],
+            "max_severity": sample.get("max_severity") or "none",
+            "masks": sample.get("masks") or [],
+            "original": original,
+            "current": current,
+            "decision": public_decision,
+            "revision": decision["revision"] if decision else 0,
+            "priors": ctx.store.priors(tile_id),
+            "holder": ctx.queue.holder(tile_id),
+            "queue": {
+                "position": ctx.queue.position(tile_id),
+                "total": len(ctx.queue),
+                "spot_check": bool(item and item.spot_check),
+            },
+            "has_marks": ctx.store.image_path(tile_id, "marks") is not None,
+        }
+    )
+
+
+def _get_sample(ctx: ReviewContext, tile_id: str) -> dict[str, Any]:
+    sample = ctx.store.get(tile_id)
+    if sample is None:
+        raise HTTPException(status_code=404, detail="unknown tile")
+    return sample
+
+
+def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content=_clean({"error": error, "detail": message, **extra}))
+
+
+def create_app(
+    data_dir: Path | str,
+    db_url: str | None = None,
+    *,
+    queue_config: QueueConfig | None = None,
+    secure_cookies: bool = False,
+    session_ttl: timedelta = timedelta(hours=12),
+    validator: Validator = validate_fixed,
+    throttle: auth.LoginThrottle | None = None,
+) -> FastAPI:
+    """Build the review app for one data directory.
+
+    Args:
+        data_dir: directory with ``samples.parquet`` (and ``instances.parquet``, tiles, marks).
+        db_url: SQLAlchemy URL of the review database; default SQLite ``DIR/review.sqlite``.
+        queue_config: spot-check share, seed and assignment lease.
+        secure_cookies: mark the session cookie ``Secure`` (serve over HTTPS, e.g. behind a proxy).
+        session_ttl: how long a login lasts.
+        validator: re-validates fixes (``validate_fixed`` or a drop-in replacement).
+        throttle: login failure limiter (default: 5 failures lock a name for a minute).
+    """
+    store = SampleStore(data_dir)
+    engine = open_engine(db_url or default_db_url(store.data_dir))
+    config = queue_config or QueueConfig()
+    queue = ReviewQueue(build_queue(store.summaries(), config), engine, config)
+    app = FastAPI(title="geopixeld review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.review = ReviewContext(
+        store, engine, queue, validator, secure_cookies, session_ttl, throttle or auth.LoginThrottle()
+    )
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        if request.method not in SAFE_METHODS and not _origin_allowed(request):
+            return _error(403, "origin", "cross-origin request refused")
+        response: Response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        path = request.url.path
+        if path.startswith("/api/") and "/image/" not in path:
+            response.headers["Cache-Control"] = "no-store"
+        elif path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-cache"  # revalidate, so an upgrade is never half-applied
+        return response
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index(request: Request) -> Response:
+        if auth.get_session(_ctx(request).engine, request.cookies.get(auth.SESSION_COOKIE)) is None:
+            return RedirectResponse("/login", status_code=303)
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/login", include_in_schema=False)
+    def login_page() -> Response:
+        return FileResponse(STATIC_DIR / "login.html", headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/login")
+    def login(body: LoginRequest, request: Request) -> Response:
+        ctx = _ctx(request)
+        if ctx.throttle.locked(body.name):
+            return _error(429, "throttled", "too many failed logins; wait a minute")
+        if not auth.authenticate(ctx.engine, body.name, body.password):
+            ctx.throttle.failed(body.name)
+            return _error(401, "login", "wrong name or password")
+        ctx.throttle.succeeded(body.name)
+        token, session = auth.create_session(ctx.engine, body.name, ctx.session_ttl)
+        response = JSONResponse({"user": session.user, "csrf_token": session.csrf_token})
+        response.set_cookie(
+            auth.SESSION_COOKIE,
+            token,
+            max_age=int(ctx.session_ttl.total_seconds()),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=ctx.secure_cookies,
+        )
+        return response
+
+    @app.post("/api/logout")
+    def logout(request: Request, session: auth.Session = Depends(csrf_session)) -> Response:
+        auth.end_session(_ctx(request).engine, request.cookies.get(auth.SESSION_COOKIE, ""), session.user)
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(auth.SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    @app.get("/api/me")
+    def me(session: auth.Session = Depends(current_session)) -> dict[str, Any]:
+        return {"user": session.user, "csrf_token": session.csrf_token}
+
+    @app.get("/api/queue/next")
+    def queue_next(
+        request: Request,
+        after: str | None = Query(default=None, max_length=255),
+        session: auth.Session = Depends(current_session),
+    ) -> dict[str, Any]:
+        # A GET that assigns: harmless to repeat, and SameSite=Strict keeps other sites from causing it.
+        tile_id = _ctx(request).queue.next_for(session.user, after)
+        return {"tile_id": tile_id}
+
+    @app.get("/api/queue/peek")
+    def queue_peek(
+        request: Request,
+        after: str | None = Query(default=None, max_length=255),
+        session: auth.Session = Depends(current_session),
+    ) -> dict[str, Any]:
+        return {"tile_id": _ctx(request).queue.peek(session.user, after)}
+
+    @app.get("/api/queue/summary")
+    def queue_summary(request: Request, session: auth.Session = Depends(current_session)) -> dict[str, Any]:
+        queue = _ctx(request).queue
+        return {
+            "total": len(queue),
+            "remaining": queue.remaining(),
+            "in_progress": len(queue.in_progress(session.user)),
+            "samples": len(_ctx(request).store),
+        }
+
+    @app.get("/api/samples/{tile_id}")
+    def get_sample(
+        tile_id: str, request: Request, _: auth.Session = Depends(current_session)
+    ) -> dict[str, Any]:
+        ctx = _ctx(request)
+        return _sample_payload(ctx, tile_id, _get_sample(ctx, tile_id))
+
+    @app.get("/api/samples/{tile_id}/image/{layer}")
+    def get_image(
+        tile_id: str,
+        layer: Literal["tile", "marks"],
+        request: Request,
+        _: auth.Session = Depends(current_session),
+    ) -> Response:
+        path = _ctx(request).store.image_path(tile_id, layer)
+        if path is None:
+            raise HTTPException(status_code=404, detail="no such image")
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.post("/api/samples/{tile_id}/validate")
+    def validate_draft(
+        tile_id: str, body: FixPayload, request: Request, _: auth.Session = Depends(csrf_session)
+    ) -> dict[str, Any]:
+        ctx = _ctx(request)
+        try:
+            fixed, flags = build_fix(
+                _get_sample(ctx, tile_id), body.gcg_caption, body.mask_refs, ctx.validator
+            )
+        except FixRejected as rejected:
+            return {"ok": False, "flags": rejected.flags}
+        return {"ok": True, "flags": flags, "caption": fixed["caption"]}
+
+    @app.post("/api/samples/{tile_id}/decision")
+    def decide(
+        tile_id: str, body: DecisionRequest, request: Request, session: auth.Session = Depends(csrf_session)
+    ) -> Response:
+        ctx = _ctx(request)
+        sample = _get_sample(ctx, tile_id)
+        fixed: dict[str, Any] | None = None
+        flags: list[Any] = []
+        if body.action == "fix":
+            if body.fix is None:
+                return _error(422, "fix", "a fix needs its edited caption and mask links")
+            try:
+                fixed, flags = build_fix(sample, body.fix.gcg_caption, body.fix.mask_refs, ctx.validator)
+            except FixRejected as rejected:
+                return _error(422, "validation", "the fix does not validate", flags=rejected.flags)
+        try:
+            decision = record_decision(
+                ctx.engine,
+                sample=sample,
+                actor=session.user,
+                action=body.action,
+                base_revision=body.base_revision,
+                note=body.note,
+                fixed=fixed,
+            )
+        except Conflict as conflict:
+            current = conflict.current or {}
+            who = current.get("reviewer", "someone")
+            message = (
+                f"{who} saved this sample ({current.get('status', 'changed')}, revision "
+                f"{current.get('revision', 0)}) after you opened it; your decision was not applied."
+            )
+            public = {k: current.get(k) for k in ("status", "reviewer", "decided_at", "revision", "note")}
+            return _error(409, "conflict", message, current=public)
+        public = {k: decision[k] for k in ("status", "reviewer", "decided_at", "revision", "note")}
+        return JSONResponse(_clean({"decision": public, "flags": flags}))
+
+    @app.post("/api/bulk-accept")
+    def bulk(body: BulkAcceptRequest, request: Request, session: auth.Session = Depends(csrf_session)) -> Any:
+        ctx = _ctx(request)
+        wanted = set(body.severities)
+        matching = [
+            s.tile_id
+            for s in ctx.store.summaries()
+            if s.max_severity in wanted
+            and (body.flag_code is None or body.flag_code in s.flag_codes)
+            and (not body.queued_only or ctx.queue.position(s.tile_id) is not None)
+        ]
+        with ctx.engine.connect() as conn:
+            decided = set(conn.execute(sa.select(decisions.c.tile_id)).scalars())
+        candidates = [t for t in matching if t not in decided]
+        if body.dry_run:
+            return {"dry_run": True, "count": len(candidates), "tile_ids": candidates[:50]}
+        accepted = bulk_accept(
+            ctx.engine, candidates, actor=session.user, lease_cutoff=ctx.queue.lease_cutoff()
+        )
+        return {"dry_run": False, "count": len(accepted), "tile_ids": accepted[:50]}
+
+    @app.get("/api/stats")
+    def stats(request: Request, _: auth.Session = Depends(current_session)) -> dict[str, Any]:
+        engine = _ctx(request).engine
+        today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        counted = ("accept", "reject", "fix", "bulk_accept", "conflict")
+        per: dict[str, dict[str, int]] = {}
+        with engine.connect() as conn:
+            for actor, action, n in conn.execute(
+                sa.select(events.c.actor, events.c.action, sa.func.count())
+                .where(events.c.action.in_(counted))
+                .group_by(events.c.actor, events.c.action)
+            ):
+                per.setdefault(actor, dict.fromkeys(counted, 0))[action] = n
+            for actor, n in conn.execute(
+                sa.select(events.c.actor, sa.func.count())
+                .where(events.c.action.in_(counted[:4]), events.c.at >= today)
+                .group_by(events.c.actor)
+            ):
+                per.setdefault(actor, dict.fromkeys(counted, 0))["today"] = n
+            by_status: dict[str, int] = {
+                str(status): int(n)
+                for status, n in conn.execute(
+                    sa.select(decisions.c.status, sa.func.count()).group_by(decisions.c.status)
+                )
+            }
+        annotators = [{"name": name, **{"today": 0, **counts}} for name, counts in sorted(per.items())]
+        return {"annotators": annotators, "decisions": by_status}
+
+    @app.get("/api/events")
+    def list_events(
+        request: Request,
+        tile_id: str | None = Query(default=None, max_length=255),
+        limit: int = Query(default=100, ge=1, le=1000),
+        _: auth.Session = Depends(current_session),
+    ) -> dict[str, Any]:
+        query = sa.select(events).order_by(events.c.id.desc()).limit(limit)
+        if tile_id is not None:
+            query = query.where(events.c.tile_id == tile_id)
+        with _ctx(request).engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return _clean_dict({"events": [_event_dict(row) for row in rows]})
+
+    @app.get("/api/events/export")
+    def export_event_log(request: Request, _: auth.Session = Depends(current_session)) -> Response:
+        engine = _ctx(request).engine
+
+        def lines() -> Iterator[bytes]:
+            with engine.connect() as conn:
+                for row in conn.execute(sa.select(events).order_by(events.c.id)):
+                    yield (json.dumps(_clean(_event_dict(row)), ensure_ascii=False) + "\n").encode()
+
+        return StreamingResponse(
+            lines(),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": 'attachment; filename="review-events.jsonl"'},
+        )
+
+    return app
+
+
+def _event_dict(row: sa.Row[Any]) -> dict[str, Any]:
+    record = dict(row._mapping)
+    at = as_utc(record["at"])
+    record["at"] = at.isoformat() if at else None
+    return record

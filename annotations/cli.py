@@ -1,0 +1,143 @@
+"""Review app commands: ``serve`` the annotator page, ``add-user``, ``export-decisions``, ``export-events``.
+
+Mounted as ``geopixeld review``. Decisions live in ``DIR/review.sqlite`` unless ``--db`` names another
+SQLAlchemy URL (e.g. ``postgresql+psycopg://review@db/geopixeld`` for a team).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help=__doc__, add_completion=False)
+
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data", exists=True, file_okay=False, dir_okay=True, help="Data directory (samples.parquet)."
+    ),
+]
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="SQLAlchemy URL of the review database (default: SQLite file DIR/review.sqlite)."
+    ),
+]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    data: DataOption,
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    spot_check_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of unflagged samples queued as spot checks.")
+    ] = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed that picks the spot checks.")] = 0,
+    lease_minutes: Annotated[
+        int, typer.Option(min=1, help="Minutes a sample stays with an annotator without a decision.")
+    ] = 240,
+    secure_cookies: Annotated[
+        bool, typer.Option(help="Send the session cookie only over HTTPS (use behind a TLS proxy).")
+    ] = False,
+    session_hours: Annotated[float, typer.Option(min=0.1, help="How long a login lasts.")] = 12.0,
+) -> None:
+    """Serve the review page at http://HOST:PORT/ (log in with an account from add-user)."""
+    import uvicorn
+
+    from .app import create_app
+    from .queue import QueueConfig
+
+    if not _is_loopback(host) and not secure_cookies:
+        typer.echo(
+            f"warning: serving on {host} without --secure-cookies; put it behind HTTPS before sharing it.",
+            err=True,
+        )
+    config = QueueConfig(spot_check_rate=spot_check_rate, seed=seed, lease=timedelta(minutes=lease_minutes))
+    review_app = create_app(
+        data,
+        db,
+        queue_config=config,
+        secure_cookies=secure_cookies,
+        session_ttl=timedelta(hours=session_hours),
+    )
+    typer.echo(f"review app for {data} on http://{host}:{port}/", err=True)
+    uvicorn.run(review_app, host=host, port=port, log_level="warning", server_header=False)
+
+
+@app.command("add-user")
+def add_user_command(
+    name: Annotated[str, typer.Argument(help="Annotator name (letters, digits, '.', '_', '-').")],
+    data: DataOption,
+    db: DbOption = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+    ] = False,
+    replace: Annotated[bool, typer.Option(help="Set a new password for an existing user.")] = False,
+) -> None:
+    """Create an annotator account (prompts for the password unless --password-stdin)."""
+    from .auth import add_user
+    from .db import default_db_url, open_engine
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    engine = open_engine(db or default_db_url(data))
+    try:
+        add_user(engine, name, password, replace=replace)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"user {name} {'updated' if replace else 'created'}")
+
+
+@app.command("export-decisions")
+def export_decisions_command(
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    db: DbOption = None,
+) -> None:
+    """Write one row per tile (review_status, reviewer, decided_at, fixed caption/phrases/masks, revision)."""
+    from .export import export_decisions
+
+    table = export_decisions(data, out, db)
+    counts: dict[str, int] = {}
+    for status in table.column("review_status").to_pylist():
+        counts[status] = counts.get(status, 0) + 1
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    typer.echo(f"wrote {table.num_rows} rows to {out} ({summary})")
+
+
+@app.command("export-events")
+def export_events_command(
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Parquet file, or .jsonl for JSON Lines.")],
+    db: DbOption = None,
+) -> None:
+    """Write the append-only audit log (who, when, action, before -> after)."""
+    from .export import export_events
+
+    table = export_events(data, out, db)
+    typer.echo(f"wrote {table.num_rows} events to {out}")
+
+
+if __name__ == "__main__":
+    app()

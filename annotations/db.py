@@ -1,0 +1,188 @@
+"""Review state as tables: users, sessions, assignments, decisions and the append-only event log.
+
+SQLite in the data directory by default (WAL, so readers never wait for a writer); any SQLAlchemy URL
+works for a team (``postgresql+psycopg://...``). ``decisions`` holds the current state of each reviewed
+tile with a ``revision`` counter used for optimistic locking; ``events`` records every change (who, when,
+before -> after) and is never updated or deleted (SQLite and PostgreSQL enforce it with triggers).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+SCHEMA_VERSION = 1
+DEFAULT_DB_NAME = "review.sqlite"
+REVIEW_STATUSES = ("accepted", "rejected", "fixed")
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "review_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.String(512), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    # Only a hash of the cookie value is stored, so a leaked database does not leak live sessions.
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_name", sa.String(64), sa.ForeignKey("users.name"), nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+assignments = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("tile_id", sa.String(255), primary_key=True),
+    sa.Column("annotator", sa.String(64), nullable=False, index=True),
+    sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("tile_id", sa.String(255), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reviewer", sa.String(64), nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    # The fixed sample (null unless status == "fixed"); mask_refs maps each fixed phrase to the index
+    # of the original mask it uses, so a fix can be re-edited against the original masks.
+    sa.Column("gcg_caption", sa.Text, nullable=True),
+    sa.Column("caption", sa.Text, nullable=True),
+    sa.Column("phrases", sa.JSON, nullable=True),
+    sa.Column("masks", sa.JSON, nullable=True),
+    sa.Column("mask_refs", sa.JSON, nullable=True),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False, index=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("tile_id", sa.String(255), nullable=True, index=True),
+    sa.Column("base_revision", sa.Integer, nullable=True),
+    sa.Column("revision", sa.Integer, nullable=True),
+    sa.Column("before", sa.JSON, nullable=True),
+    sa.Column("after", sa.JSON, nullable=True),
+)
+
+_POSTGRES_APPEND_ONLY = (
+    "CREATE OR REPLACE FUNCTION review_events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'events is append-only'; END $$",
+    "CREATE OR REPLACE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events "
+    "FOR EACH ROW EXECUTE FUNCTION review_events_append_only()",
+    "CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON events "
+    "FOR EACH STATEMENT EXECUTE FUNCTION review_events_append_only()",
+)
+_SQLITE_APPEND_ONLY = (
+    "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events "
+    "BEGIN SELECT RAISE(ABORT, 'events is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events "
+    "BEGIN SELECT RAISE(ABORT, 'events is append-only'); END",
+)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Read a stored timestamp as aware UTC (SQLite hands timestamps back naive)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def default_db_url(data_dir: Path | str) -> str:
+    """``sqlite:///DIR/review.sqlite``: the default review database of a data directory."""
+    return f"sqlite:///{(Path(data_dir).resolve() / DEFAULT_DB_NAME).as_posix()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def open_engine(db_url: str) -> Engine:
+    """Connect to ``db_url``, creating the review tables when they are missing.
+
+    Raises:
+        RuntimeError: the database was created by a newer, incompatible schema version.
+    """
+    engine = sa.create_engine(db_url)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        append_only = {"sqlite": _SQLITE_APPEND_ONLY, "postgresql": _POSTGRES_APPEND_ONLY}
+        for statement in append_only.get(engine.dialect.name, ()):
+            conn.exec_driver_sql(statement)
+        found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        if found is None:
+            conn.execute(sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+        elif int(found) > SCHEMA_VERSION:
+            raise RuntimeError(f"review database schema {found} is newer than this app ({SCHEMA_VERSION})")
+    return engine
+
+
+def log_event(
+    conn: sa.Connection,
+    *,
+    actor: str,
+    action: str,
+    tile_id: str | None = None,
+    base_revision: int | None = None,
+    revision: int | None = None,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    """Append one event (inside the caller's transaction)."""
+    conn.execute(
+        sa.insert(events).values(
+            at=utcnow(),
+            actor=actor,
+            action=action,
+            tile_id=tile_id,
+            base_revision=base_revision,
+            revision=revision,
+            before=before,
+            after=after,
+        )
+    )
+
+
+def decision_dict(row: sa.Row[Any] | None) -> dict[str, Any] | None:
+    """A decisions row as a JSON-ready dict (``decided_at`` as ISO 8601 UTC)."""
+    if row is None:
+        return None
+    record = dict(row._mapping)
+    decided_at = as_utc(record["decided_at"])
+    record["decided_at"] = decided_at.isoformat() if decided_at else None
+    return record

@@ -1,0 +1,235 @@
+"""Grounded-caption markup: parse ``<p> phrase </p> [SEG]`` captions and re-validate a fixed sample.
+
+A caption in GCG form interleaves plain text with grounded phrases written ``<p> phrase </p> [SEG]``;
+each ``[SEG]`` owns one mask, in order. The plain caption is the same text with ``<p> `` and
+`` </p> [SEG]`` removed, and a phrase's ``start``/``end`` are character offsets into that plain caption.
+
+``validate_fixed`` is what the review app runs on every fix before saving it; it returns flags in the
+dataset's own shape (``{"code", "severity", "detail"}``) so the pipeline's validator can replace it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+OPEN, CLOSE, SEG = "<p>", "</p>", "[SEG]"
+_TOKEN = re.compile(r"<p>|</p>|\[SEG\]")
+_PHRASE = re.compile(r"<p>\s*(.*?)\s*</p>\s*\[SEG\]", re.S)
+# Any other HTML-looking tag: LMM output sometimes carries them; they are text, but worth a look.
+_OTHER_TAG = re.compile(r"</?(?!p>)[A-Za-z][^<>]*>")
+
+
+class Flag(TypedDict):
+    """A review flag, the same shape as the ``flags`` column of ``samples.parquet``."""
+
+    code: str
+    severity: str  # "info" | "warning" | "error"
+    detail: str
+
+
+@dataclass(frozen=True)
+class ParsedPhrase:
+    """A grounded phrase: its text and ``[start, end)`` character span in the plain caption."""
+
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class ParsedCaption:
+    """A GCG caption split into its plain text and phrases.
+
+    Attributes:
+        gcg_caption: the caption re-written in canonical markup (``<p> text </p> [SEG]``).
+        caption: the plain text (markup removed).
+        phrases: grounded phrases in ``[SEG]`` order.
+    """
+
+    gcg_caption: str
+    caption: str
+    phrases: tuple[ParsedPhrase, ...]
+
+
+def _flag(code: str, severity: str, detail: str) -> Flag:
+    return Flag(code=code, severity=severity, detail=detail)
+
+
+def markup_problems(gcg_caption: str) -> list[Flag]:
+    """Flags for markup that is not a clean sequence of ``<p> text </p> [SEG]`` groups."""
+    flags: list[Flag] = []
+    state = "text"  # "text" | "phrase" (after <p>) | "closed" (after </p>, waiting for [SEG])
+    phrase_start = 0
+    last_end = 0
+    for match in _TOKEN.finditer(gcg_caption):
+        token, at = match.group(), match.start()
+        if state == "closed" and gcg_caption[last_end:at].strip():
+            flags.append(
+                _flag("markup_missing_seg", "error", f"'</p>' at {last_end} is not followed by [SEG]")
+            )
+            state = "text"
+        if token == OPEN:
+            if state == "phrase":
+                flags.append(_flag("markup_nested", "error", f"'<p>' at {at} inside another phrase"))
+            elif state == "closed":
+                flags.append(
+                    _flag("markup_missing_seg", "error", f"'</p>' before {at} is not followed by [SEG]")
+                )
+            state, phrase_start = "phrase", match.end()
+        elif token == CLOSE:
+            if state != "phrase":
+                flags.append(_flag("markup_stray_close", "error", f"'</p>' at {at} without an opening '<p>'"))
+                state = "text"
+            else:
+                if not gcg_caption[phrase_start:at].strip():
+                    flags.append(_flag("phrase_empty", "error", f"empty phrase at {phrase_start}"))
+                state = "closed"
+        else:  # [SEG]
+            if state == "closed":
+                state = "text"
+            else:
+                where = "inside a phrase" if state == "phrase" else "without a phrase"
+                flags.append(_flag("markup_orphan_seg", "error", f"[SEG] at {at} {where}"))
+        last_end = match.end()
+    if state == "phrase":
+        flags.append(_flag("markup_unclosed", "error", f"'<p>' before {phrase_start} is never closed"))
+    elif state == "closed":
+        flags.append(_flag("markup_missing_seg", "error", "the last phrase is not followed by [SEG]"))
+    for match in _OTHER_TAG.finditer(gcg_caption):
+        flags.append(_flag("markup_unexpected_tag", "warning", f"unexpected tag {match.group()[:40]!r}"))
+    return flags
+
+
+def parse_gcg(gcg_caption: str) -> ParsedCaption:
+    """Split a GCG caption into plain text and phrase spans, and re-write it in canonical markup.
+
+    Whitespace inside the markup is tolerated (``<p>x</p>[SEG]`` reads like ``<p> x </p> [SEG]``);
+    malformed markup is not an error here, it stays in the text (``markup_problems`` reports it).
+    """
+    caption_parts: list[str] = []
+    gcg_parts: list[str] = []
+    phrases: list[ParsedPhrase] = []
+    length = 0
+    cursor = 0
+    for match in _PHRASE.finditer(gcg_caption):
+        text_before = gcg_caption[cursor : match.start()]
+        caption_parts.append(text_before)
+        gcg_parts.append(text_before)
+        length += len(text_before)
+        text = match.group(1)
+        phrases.append(ParsedPhrase(text=text, start=length, end=length + len(text)))
+        caption_parts.append(text)
+        gcg_parts.append(f"{OPEN} {text} {CLOSE} {SEG}")
+        length += len(text)
+        cursor = match.end()
+    caption_parts.append(gcg_caption[cursor:])
+    gcg_parts.append(gcg_caption[cursor:])
+    return ParsedCaption("".join(gcg_parts), "".join(caption_parts), tuple(phrases))
+
+
+def rle_counts(counts: str) -> list[int]:
+    """Decode a COCO compressed RLE ``counts`` string into run lengths (pycocotools' ``rleFrString``)."""
+    runs: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value = shift = 0
+        more = True
+        while more:
+            if pos >= len(counts):
+                raise ValueError("truncated RLE string")
+            char = ord(counts[pos]) - 48
+            if char < 0 or char > 63:
+                raise ValueError(f"invalid RLE character {counts[pos]!r}")
+            value |= (char & 0x1F) << (5 * shift)
+            more = bool(char & 0x20)
+            pos += 1
+            shift += 1
+            if not more and char & 0x10:
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def _mask_problems(masks: Sequence[Mapping[str, Any]]) -> list[Flag]:
+    flags: list[Flag] = []
+    sizes: set[tuple[int, int]] = set()
+    seen: dict[str, int] = {}
+    for index, mask in enumerate(masks):
+        size, counts = mask.get("size"), mask.get("counts")
+        if not isinstance(counts, str) or size is None or len(size) != 2 or min(int(v) for v in size) <= 0:
+            flags.append(_flag("mask_invalid", "error", f"mask {index} is not a COCO compressed RLE"))
+            continue
+        height, width = int(size[0]), int(size[1])
+        sizes.add((height, width))
+        try:
+            runs = rle_counts(counts)
+        except ValueError as exc:
+            flags.append(_flag("mask_invalid", "error", f"mask {index}: {exc}"))
+            continue
+        if any(r < 0 for r in runs) or sum(runs) != height * width:
+            flags.append(_flag("mask_invalid", "error", f"mask {index}: runs do not cover {height}x{width}"))
+            continue
+        if sum(runs[1::2]) == 0:
+            flags.append(_flag("mask_empty", "warning", f"mask {index} has no pixels"))
+        if counts in seen:
+            flags.append(_flag("mask_duplicate", "warning", f"mask {index} repeats mask {seen[counts]}"))
+        seen.setdefault(counts, index)
+    if len(sizes) > 1:
+        flags.append(_flag("mask_size_mismatch", "error", f"masks have different sizes {sorted(sizes)}"))
+    return flags
+
+
+def _span_problems(parsed: ParsedCaption, phrases: Sequence[Mapping[str, Any]]) -> list[Flag]:
+    if len(phrases) != len(parsed.phrases):
+        detail = f"{len(phrases)} phrases given, the caption has {len(parsed.phrases)}"
+        return [_flag("phrase_count_mismatch", "error", detail)]
+    flags: list[Flag] = []
+    for index, (given, expected) in enumerate(zip(phrases, parsed.phrases, strict=True)):
+        text, start, end = given.get("text"), given.get("start"), given.get("end")
+        if (text, start, end) != (expected.text, expected.start, expected.end):
+            detail = (
+                f"phrase {index} {text!r} [{start}, {end}) does not match the caption "
+                f"({expected.text!r} [{expected.start}, {expected.end}))"
+            )
+            flags.append(_flag("phrase_span_mismatch", "error", detail))
+    return flags
+
+
+def validate_fixed(
+    gcg_caption: str,
+    masks: Sequence[Mapping[str, Any]],
+    phrases: Sequence[Mapping[str, Any]] | None = None,
+) -> list[Flag]:
+    """Re-validate a fixed sample; an empty list means it is clean.
+
+    Checks: the markup is well-formed; every phrase has text; the number of ``[SEG]`` equals the number
+    of masks; masks are valid COCO RLEs of one size (empty or repeated masks are warnings); and, when
+    ``phrases`` (dicts with ``text``, ``start``, ``end``) are given, their spans match the plain caption.
+
+    Args:
+        gcg_caption: caption with ``<p> phrase </p> [SEG]`` markup.
+        masks: one ``{"size": [h, w], "counts": str}`` per ``[SEG]``, in order.
+        phrases: optional phrase records to check against the caption.
+
+    Returns:
+        Flags ``{"code", "severity", "detail"}``; severity ``error`` means the fix must not be saved.
+    """
+    flags = markup_problems(gcg_caption)
+    seg_count = gcg_caption.count(SEG)
+    if seg_count != len(masks):
+        detail = f"{seg_count} [SEG] tokens but {len(masks)} masks"
+        flags.append(_flag("seg_mask_count_mismatch", "error", detail))
+    flags.extend(_mask_problems(masks))
+    if phrases is not None and not any(f["severity"] == "error" for f in flags):
+        flags.extend(_span_problems(parse_gcg(gcg_caption), phrases))
+    return flags
+
+
+def has_errors(flags: Sequence[Flag]) -> bool:
+    """True when any flag is an error (the fix is refused)."""
+    return any(flag["severity"] == "error" for flag in flags)
