@@ -67,7 +67,13 @@ def prepare(
     geojson_crs: Annotated[str, typer.Option(help="GeoJSON coordinates' CRS: auto, or e.g. EPSG:4326.")] = "auto",
     marks_grid: Annotated[bool, typer.Option(help="Draw the 3×3 position grid on set-of-marks images.")] = False,
     marks_contours: Annotated[bool, typer.Option(help="Outline marked instances on set-of-marks images.")] = False,
-    workers: Annotated[int, typer.Option(help="Images prepared in parallel (processes).")] = 1,
+    masks: Annotated[str, typer.Option(help="annotation (the labels' outlines) or sam (boxes → SAM masks; "
+                                           "imagery alone → SAM automatic masks).")] = "annotation",
+    sam_checkpoint: Annotated[Path | None, typer.Option(help="Your SAM weights (.pth); nothing is downloaded.")] = None,
+    sam_model: Annotated[str, typer.Option(help="auto (from the checkpoint), vit_h, vit_l or vit_b.")] = "auto",
+    device: Annotated[str, typer.Option(help="SAM device: auto, cpu, cuda, cuda:N.")] = "auto",
+    sam_batch_size: Annotated[int, typer.Option(help="Tiles per SAM image-encoder batch.")] = 4,
+    workers: Annotated[int, typer.Option(help="Images prepared in parallel (processes; use 1 with SAM on a GPU).")] = 1,
     resume: Annotated[bool, typer.Option(help="Reuse images already prepared with the same inputs and settings.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -86,7 +92,11 @@ def prepare(
         options["annotations"] = str(annotations)
     if geojson_crs != "auto":
         options["geojson_crs"] = geojson_crs
-    kwargs = {}
+    kwargs: dict[str, object] = {}
+    if masks == "sam" and sam_checkpoint is not None:
+        from .sam import SamConfig
+
+        kwargs["sam"] = SamConfig(checkpoint=sam_checkpoint, model_type=sam_model, device=device, batch_size=sam_batch_size)
     clusters = _parse_clusters(cluster)
     if clusters is not None:
         kwargs["cluster_categories"] = clusters
@@ -103,6 +113,7 @@ def prepare(
             marks_grid=marks_grid,
             marks_contours=marks_contours,
             options=options,
+            masks=masks,
             **kwargs,
         )
         from .ingest import get_adapter
@@ -110,7 +121,13 @@ def prepare(
         get_adapter(format)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    summary = run_prepare(sources, config, out, workers=workers, resume=resume, progress=progress)
+    from .sam.errors import SamError
+
+    try:
+        summary = run_prepare(sources, config, out, workers=workers, resume=resume, progress=progress)
+    except SamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(summary.text())
     if summary.images_ok + summary.images_reused == 0:
         raise typer.Exit(1)

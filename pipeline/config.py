@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
+from .sam.config import SamConfig
 from .tiling import MAX_TILE_SIDE
+from .vocab import category_name
 
 
 class PrepareConfig(BaseModel):
@@ -23,6 +25,11 @@ class PrepareConfig(BaseModel):
         stretch: ``auto`` (uint8 as is, other types percentile-stretched), ``percentile`` or ``none``.
         percentiles: low/high percentiles of the stretch.
         gsd: metres per pixel to use when the source does not say (overrides nothing it does say).
+        masks: ``annotation`` (the labels' own outlines) or ``sam``: box labels become SAM box-prompted
+            masks, and imagery without labels (``raster``) gets SAM automatic masks.
+        sam: SAM weights and settings when ``masks == "sam"``.
+        sam_mask_model: the checkpoint's identity (model type and sha256), filled in by ``prepare`` so a
+            rerun with other weights never reuses masks of the old ones.
         cluster_categories: category name → ``only`` (always described as groups, never marked, like
             small vehicles in GeoPixelD) or ``dense`` (groups of ``min_cluster_size``+ become clusters,
             the rest are marked one by one). Names are matched after normalisation (``Small_Vehicle``,
@@ -49,6 +56,17 @@ class PrepareConfig(BaseModel):
     marks_grid: bool = False
     marks_contours: bool = False
     options: dict[str, str] = Field(default_factory=dict)
+    masks: str = "annotation"
+    sam: SamConfig | None = None
+    sam_mask_model: str | None = None
+
+    @model_validator(mode="after")
+    def _sam_needs_weights(self) -> PrepareConfig:
+        if self.masks not in ("annotation", "sam"):
+            raise ValueError("masks must be 'annotation' or 'sam'")
+        if self.masks == "sam" and self.sam is None:
+            raise ValueError("--masks sam needs --sam-checkpoint (the weights are yours; nothing is downloaded)")
+        return self
 
     @field_validator("overlap")
     @classmethod
@@ -77,8 +95,3 @@ class PrepareConfig(BaseModel):
         """A short hash of every setting: outputs made with other settings are never reused."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def category_name(label: str) -> str:
-    """Readable category: ``Small_Vehicle`` → ``small vehicle``, ``tennis-court`` → ``tennis court``."""
-    return " ".join(label.replace("_", " ").replace("-", " ").split()).lower()

@@ -15,7 +15,7 @@ import os
 import shutil
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,6 +73,18 @@ def input_signature(item: ImageItem) -> str:
             parts.append(f"{p}:missing")
     parts.append(json.dumps(item.options, sort_keys=True, default=str))
     return "|".join(parts)
+
+
+def sam_columns(extras: dict[str, object]) -> dict[str, Any]:
+    """SAM quality columns (null for masks that did not come from SAM)."""
+    flags = extras.get("sam_flags")
+    return {
+        "sam_predicted_iou": extras.get("sam_predicted_iou"),
+        "sam_stability": extras.get("sam_stability"),
+        "sam_box_iou": extras.get("sam_box_iou"),
+        "sam_box_fill": extras.get("sam_box_fill"),
+        "sam_flags": list(flags) if isinstance(flags, list | tuple) else [],
+    }
 
 
 def _tile_transform(t: tuple[float, ...], x0: int, y0: int) -> list[float]:
@@ -200,6 +212,7 @@ def process_tile(
                 "mask_model": inst.mask_model,
                 "mask_score": inst.mask_score,
                 "source_ref": inst.source_ref,
+                **sam_columns(inst.extras),
             }
         )
     return rows, cluster_rows, marks, dropped, font_size
@@ -270,14 +283,25 @@ def _prepare_into(
     cluster_rows: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter()
     masked = info.nodata is not None
-    try:
+    masker = None
+    if config.masks == "sam" and config.sam is not None:
+        from .sam import SamAutoAnnotations, get_masker
+
+        masker = get_masker(config.sam)
+        if item.format == "raster":
+            loaded.source.close()
+            loaded.source = SamAutoAnnotations(
+                item.image_path, tiles, info.width, info.height, masker, bands, stretch, masked=masked
+            )
+
+    def rendered() -> Iterator[tuple[tuple[Tile, float], np.ndarray, list[TileInstance]]]:
+        """Tiles top to bottom, rendered to RGB, with their instances; nodata tiles are counted, not kept."""
         with RowBandReader(item.image_path, bands, masked=masked) as reader:
             for tile in tiles:
                 data, valid = reader.rows(tile.y0, tile.y1)
                 crop = data[:, :, tile.x0 : tile.x1]
                 vcrop = valid[:, tile.x0 : tile.x1]
                 instances = loaded.source.instances_in(tile)
-                nodata_fraction = 1.0 - float(vcrop.mean())
                 if not vcrop.any():
                     report.skips.append(
                         Skip(f"{item.image_path}#{tile.tile_id}", "tile", "tile is entirely nodata", "tile").to_dict()
@@ -287,43 +311,52 @@ def _prepare_into(
                 rgb = stretch.apply(crop, vcrop if masked else None)
                 if rgb.shape[2] == 1:
                     rgb = np.repeat(rgb, 3, axis=2)
-                rows, crows, marks, drops, font_size = process_tile(tile, instances, config, gsd)
-                dropped.update(drops)
-                tile_path = out / "tiles" / f"{tile.tile_id}.png"
-                marks_path = out / "marks" / f"{tile.tile_id}.png"
-                Image.fromarray(rgb).save(tile_path, compress_level=PNG_COMPRESS_LEVEL)
-                written.append(tile_path)
-                contours = None
-                if config.marks_contours:
-                    marked = {r["instance_id"] for r in rows if r["mark"] is not None}
-                    contours = [i.mask for i in instances if i.instance_id in marked]
-                draw_marks(rgb, marks, contours, config.marks_grid, font_size).save(marks_path, compress_level=PNG_COMPRESS_LEVEL)
-                written.append(marks_path)
-                tile_rows.append(
-                    {
-                        "tile_id": tile.tile_id,
-                        "image_id": item.image_id,
-                        "source_path": item.image_path,
-                        "x0": tile.x0,
-                        "y0": tile.y0,
-                        "x1": tile.x1,
-                        "y1": tile.y1,
-                        "width": tile.width,
-                        "height": tile.height,
-                        "crs": info.crs,
-                        "transform": _tile_transform(info.transform, tile.x0, tile.y0),
-                        "gsd": gsd,
-                        "nodata_fraction": nodata_fraction,
-                        "tile_path": f"tiles/{tile.tile_id}.png",
-                        "marks_path": f"marks/{tile.tile_id}.png",
-                        "n_instances": len(rows),
-                        "n_marks": len(marks),
-                        "n_clusters": len(crows),
-                    }
-                )
-                inst_rows.extend(rows)
-                cluster_rows.extend(crows)
-                report.marks += len(marks)
+                yield (tile, 1.0 - float(vcrop.mean())), rgb, instances
+
+    stream = rendered()
+    if masker is not None:
+        from .sam import refine_batches
+
+        stream = refine_batches(stream, masker)  # box labels → SAM masks, tiles batched through the encoder
+    try:
+        for (tile, nodata_fraction), rgb, instances in stream:
+            rows, crows, marks, drops, font_size = process_tile(tile, instances, config, gsd)
+            dropped.update(drops)
+            tile_path = out / "tiles" / f"{tile.tile_id}.png"
+            marks_path = out / "marks" / f"{tile.tile_id}.png"
+            Image.fromarray(rgb).save(tile_path, compress_level=PNG_COMPRESS_LEVEL)
+            written.append(tile_path)
+            contours = None
+            if config.marks_contours:
+                marked = {r["instance_id"] for r in rows if r["mark"] is not None}
+                contours = [i.mask for i in instances if i.instance_id in marked]
+            draw_marks(rgb, marks, contours, config.marks_grid, font_size).save(marks_path, compress_level=PNG_COMPRESS_LEVEL)
+            written.append(marks_path)
+            tile_rows.append(
+                {
+                    "tile_id": tile.tile_id,
+                    "image_id": item.image_id,
+                    "source_path": item.image_path,
+                    "x0": tile.x0,
+                    "y0": tile.y0,
+                    "x1": tile.x1,
+                    "y1": tile.y1,
+                    "width": tile.width,
+                    "height": tile.height,
+                    "crs": info.crs,
+                    "transform": _tile_transform(info.transform, tile.x0, tile.y0),
+                    "gsd": gsd,
+                    "nodata_fraction": nodata_fraction,
+                    "tile_path": f"tiles/{tile.tile_id}.png",
+                    "marks_path": f"marks/{tile.tile_id}.png",
+                    "n_instances": len(rows),
+                    "n_marks": len(marks),
+                    "n_clusters": len(crows),
+                }
+            )
+            inst_rows.extend(rows)
+            cluster_rows.extend(crows)
+            report.marks += len(marks)
     finally:
         loaded.source.close()
     part_dir.mkdir(parents=True, exist_ok=True)
@@ -435,6 +468,7 @@ def prepare(
     """Prepare every image found in ``sources``; see the module docstring for the outputs."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    config = with_sam_identity(config)
     items, discover_skips = discover(sources, config)
     reports: list[ImageReport] = []
     bar = tqdm(total=len(items), desc="prepare", unit="image", disable=not progress)
@@ -464,6 +498,19 @@ def prepare(
     payload = {"summary": asdict(summary), "config": config.model_dump(mode="json"), "images": [asdict(r) for r in reports]}
     (out / "prepare_report.json").write_text(json.dumps(payload, indent=1, default=str))
     return summary
+
+
+def with_sam_identity(config: PrepareConfig) -> PrepareConfig:
+    """Check the SAM checkpoint once, up front (a bad one fails before any image), and record its identity.
+
+    Raises ``pipeline.sam.SamError`` (a missing or wrong checkpoint, torch not installed) naming the file.
+    """
+    if config.masks != "sam" or config.sam is None:
+        return config
+    from .sam import check_checkpoint
+
+    model_type, mask_model = check_checkpoint(config.sam)
+    return config.model_copy(update={"sam_mask_model": mask_model})
 
 
 def clean_outputs(out_dir: str | Path) -> None:

@@ -70,6 +70,11 @@ INSTANCES_SCHEMA = pa.schema(
         ("mask_model", pa.string()),
         ("mask_score", pa.float64()),
         ("source_ref", pa.string()),
+        ("sam_predicted_iou", pa.float64()),
+        ("sam_stability", pa.float64()),
+        ("sam_box_iou", pa.float64()),
+        ("sam_box_fill", pa.float64()),
+        ("sam_flags", pa.list_(pa.string())),
     ]
 )
 

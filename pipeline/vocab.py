@@ -30,6 +30,11 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 
+def category_name(label: str) -> str:
+    """Readable category: ``Small_Vehicle`` → ``small vehicle``, ``tennis-court`` → ``tennis court``."""
+    return " ".join(label.replace("_", " ").replace("-", " ").split()).lower()
+
+
 def plural(name: str) -> str:
     """English plural of the last word: ``small vehicle`` → ``small vehicles``, ``harbor`` → ``harbors``."""
     words = name.split()

@@ -23,7 +23,7 @@ from .auto import SamAutoAnnotations, deduplicate
 from .boxes import refine_batches, refine_tiles_with_boxes, refine_with_boxes
 from .config import AutoMaskConfig, QualityThresholds, SamConfig
 from .errors import CheckpointError, SamError, SamUnavailableError, require_sam
-from .model import SAM_SPECS, SamModelInfo, load_sam, sam_model_registry
+from .model import SAM_SPECS, SamModelInfo, check_checkpoint, load_sam, sam_model_registry
 from .naming import name_objects, name_tile_instances
 from .quality import MaskQuality
 from .types import AutoMasker, BoxMasker, MaskPrediction
@@ -60,6 +60,7 @@ __all__ = [
     "SamUnavailableError",
     "deduplicate",
     "get_masker",
+    "check_checkpoint",
     "load_sam",
     "name_objects",
     "name_tile_instances",

@@ -147,6 +147,11 @@ def deduplicate(masks: Sequence[AutoMask], nms_thresh: float) -> list[AutoMask]:
 
     Masks from the same tile are never compared (the generator already ran NMS inside each tile). A
     duplicate of a kept mask that is itself cut is merged into it (pixel union) rather than dropped.
+
+    Args:
+        masks: candidates from all tiles, image px. Kept ones are updated in place (``windows`` filled,
+            merged pixels added to ``mask``).
+        nms_thresh: IoU over the commonly seen pixels at which two masks are the same object.
     """
     order = sorted(range(len(masks)), key=lambda i: (masks[i].cut, -masks[i].score, -masks[i].mask.area))
     kept: list[AutoMask] = []

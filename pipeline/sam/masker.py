@@ -76,6 +76,7 @@ class SamMasker:
         self.config = config
         self.device = model.device
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self._pe: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, config: SamConfig) -> SamMasker:
@@ -129,25 +130,40 @@ class SamMasker:
         point_input = None
         if points is not None:
             point_input = (points, torch.ones(points.shape[:2], dtype=torch.int, device=self.device))
+        # Prompt positions are encoded in float32 (sin/cos of projected coordinates lose pixels in
+        # bf16); only the decoder's transformer runs under autocast.
+        sparse, dense = self.model.prompt_encoder(points=point_input, boxes=boxes, masks=None)
         with self._autocast():
-            sparse, dense = self.model.prompt_encoder(points=point_input, boxes=boxes, masks=None)
             low_res, iou = self.model.mask_decoder(
                 image_embeddings=enc.embedding,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                image_pe=self._dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask,
             )
         return low_res.float(), iou.float()
 
+    def _dense_pe(self) -> torch.Tensor:
+        """The positional encoding of the image embedding grid, ``1×C×E×E`` (constant: computed once)."""
+        if self._pe is None:
+            self._pe = self.model.prompt_encoder.get_dense_pe()
+        return self._pe
+
     def _upsample(self, low_res: torch.Tensor, enc: EncodedImage) -> torch.Tensor:
         """``N×1×4E×4E`` low-res logits → ``N×H×W`` logits at the image's size (float32)."""
-        return self.model.postprocess_masks(low_res, enc.input_size, enc.original_size)[:, 0]
+        logits: torch.Tensor = self.model.postprocess_masks(low_res, enc.input_size, enc.original_size)
+        return logits[:, 0]
 
     def _to_local(self, masks: torch.Tensor) -> list[LocalMask]:
-        """``N×H×W`` bool on the device → tight crops on the CPU."""
-        arrays = masks.cpu().numpy()
-        return [LocalMask(0, 0, a).tight() for a in arrays]
+        """``N×H×W`` bool on the device → tight crops on the CPU.
+
+        Each crop is copied: a view would keep the whole ``N×H×W`` chunk alive as long as one mask lives.
+        """
+        out = []
+        for a in masks.cpu().numpy():
+            m = LocalMask(0, 0, a).tight()
+            out.append(LocalMask(m.x0, m.y0, m.array.copy()))
+        return out
 
     @torch.inference_mode()
     def predict_boxes(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[list[MaskPrediction]]:
@@ -222,7 +238,11 @@ class SamMasker:
                     low_res, iou = self._decode(enc, points=coords, multimask=True)
                     low_res, iou = low_res.flatten(0, 1)[:, None], iou.flatten()
                     src = np.repeat(np.arange(len(pts)), low_res.shape[0] // max(len(pts), 1))
-                    keep = (iou > settings.pred_iou_thresh).nonzero().flatten()
+                    if settings.pred_iou_thresh > 0:  # as SamAutomaticMaskGenerator: 0 disables the filter
+                        keep = (iou > settings.pred_iou_thresh).nonzero().flatten()
+                    else:
+                        keep = torch.arange(len(iou), device=self.device)
+                    iou_list = iou.tolist()
                     for chunk in _chunks(len(keep), self.config.decode_chunk):
                         sel = keep[chunk]
                         logits = self._upsample(low_res[sel], enc)
@@ -240,7 +260,7 @@ class SamMasker:
                         sel_ok = sel[ok].tolist()
                         for m, j, s in zip(self._to_local(masks[ok]), sel_ok, stab[ok].tolist(), strict=True):
                             x, y = pts[src[j]]
-                            kept.append(MaskPrediction(m, float(iou[j]), float(s), (float(x), float(y))))
+                            kept.append(MaskPrediction(m, iou_list[j], float(s), (float(x), float(y))))
                 if kept:
                     boxes = torch.cat(kept_boxes)
                     scores = torch.tensor([k.predicted_iou for k in kept], device=boxes.device)

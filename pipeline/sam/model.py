@@ -265,15 +265,24 @@ def resolve_device(name: str) -> torch.device:
 def read_state_dict(path: Path) -> dict[str, Any]:
     """The tensors of a checkpoint file (a plain state dict, or one under ``model``/``state_dict``).
 
-    Loaded with ``weights_only=True``: a checkpoint cannot run code.
+    Loaded with ``weights_only=True`` (a checkpoint cannot run code) and memory-mapped when the file's
+    format allows it (reading the shapes of a 2.5 GB checkpoint then costs almost nothing).
 
     Raises:
         CheckpointError: not a readable PyTorch file, or no state dict inside.
     """
     import torch
 
+    def load(mmap: bool) -> Any:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = load(mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            obj = load(mmap=False)  # legacy (non-zip) format: no memory map
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__}: {detail})") from None
@@ -288,6 +297,45 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     return dict(obj)
 
 
+def _checked(config: SamConfig) -> tuple[Path, str, str, dict[str, Any]]:
+    """``(path, model type, sha256, state dict)`` of the configured checkpoint, validated."""
+    path = Path(config.checkpoint).expanduser()
+    if not path.exists():
+        raise CheckpointError(path, f"SAM checkpoint not found. {WEIGHTS_HINT}")
+    if path.is_dir():
+        raise CheckpointError(path, "is a folder; give the SAM checkpoint file (.pth)")
+    require_sam()
+    state = read_state_dict(path)
+    shape = checkpoint_shape(state)
+    if shape is None:
+        raise CheckpointError(path, "not a SAM checkpoint: no image_encoder/mask_decoder weights in it")
+    detected = detect_model_type(shape)
+    if detected is None:
+        raise CheckpointError(path, f"a SAM checkpoint of an unregistered architecture ({shape.describe()})")
+    if config.model_type not in ("auto", detected):
+        raise CheckpointError(
+            path, f"checkpoint is a {detected} SAM model ({shape.describe()}), not the requested {config.model_type}"
+        )
+    return path, detected, file_sha256(path), state
+
+
+def check_checkpoint(config: SamConfig) -> tuple[str, str]:
+    """Validate the configured checkpoint without building the model or touching a GPU.
+
+    For a command line to fail fast before any image is processed (and before worker processes start:
+    a parent that initialised CUDA cannot fork CUDA workers). Reads tensor shapes through a memory map
+    and hashes the file.
+
+    Returns:
+        ``(model_type, mask_model)``, e.g. ``("vit_h", "sam:vit_h:sha256:0123456789abcdef")``.
+
+    Raises:
+        CheckpointError, SamUnavailableError: as :func:`load_sam`.
+    """
+    _, model_type, sha, _ = _checked(config)
+    return model_type, f"sam:{model_type}:sha256:{sha[:16]}"
+
+
 def load_sam(config: SamConfig) -> tuple[Sam, SamModelInfo]:
     """Load the checkpoint named by ``config`` onto ``config.device``.
 
@@ -300,31 +348,15 @@ def load_sam(config: SamConfig) -> tuple[Sam, SamModelInfo]:
         SamUnavailableError: torch or segment-anything is not installed.
         SamError: the requested device does not exist.
     """
-    path = Path(config.checkpoint).expanduser()
-    if not path.exists():
-        raise CheckpointError(path, f"SAM checkpoint not found. {WEIGHTS_HINT}")
-    if path.is_dir():
-        raise CheckpointError(path, "is a folder; give the SAM checkpoint file (.pth)")
-    require_sam()
+    path, model_type, sha, state = _checked(config)
     device = resolve_device(config.device)
-    sha = file_sha256(path)
-    state = read_state_dict(path)
-    shape = checkpoint_shape(state)
-    if shape is None:
-        raise CheckpointError(path, "not a SAM checkpoint: no image_encoder/mask_decoder weights in it")
-    detected = detect_model_type(shape)
-    if detected is None:
-        raise CheckpointError(path, f"a SAM checkpoint of an unregistered architecture ({shape.describe()})")
-    if config.model_type not in ("auto", detected):
-        raise CheckpointError(
-            path, f"checkpoint is a {detected} SAM model ({shape.describe()}), not the requested {config.model_type}"
-        )
-    model = build_sam(SAM_SPECS[detected])
+    model = build_sam(SAM_SPECS[model_type])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise CheckpointError(path, f"weights do not fit {detected}: {' '.join(first[:3])[:300]}") from None
+        raise CheckpointError(path, f"weights do not fit {model_type}: {' '.join(first[:3])[:300]}") from None
+    del state
     model.to(device).eval()
-    info = SamModelInfo(detected, sha, str(path), str(device), SAM_SPECS[detected].image_size)
+    info = SamModelInfo(model_type, sha, str(path), str(device), SAM_SPECS[model_type].image_size)
     return model, info

@@ -32,11 +32,11 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from ..config import category_name
 from ..lmm.types import LMMRequest, LMMResult
 from ..marks import Mark, draw_marks, font_size_for, place_marks
 from ..records import TileInstance
 from ..rle import LocalMask
+from ..vocab import category_name
 
 TIER = "category"
 CATEGORY_PROMPT = (
@@ -138,7 +138,7 @@ def object_view(rgb: np.ndarray, mask: LocalMask, mark: int = 1) -> bytes:
     image = draw_marks(crop, [Mark(mark, mx, my, box)], [local], font_size=size)
     if max(image.size) > MAX_VIEW_SIDE:
         scale = MAX_VIEW_SIDE / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
