@@ -2,32 +2,39 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+CORE_STAMP := $(VENV)/.installed-core
+DEV_STAMP := $(VENV)/.installed-dev
+# Test extras: the SAM and trainer code paths are tested on CPU (torch 2.14.1 from the local wheel cache).
+TEST_EXTRAS ?= dev,sam,train
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench serve down clean
 
-$(STAMP): pyproject.toml
+$(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install -q -e .
+	touch $(CORE_STAMP)
 
-setup: $(STAMP)
+$(DEV_STAMP): $(CORE_STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[$(TEST_EXTRAS)]'
+	touch $(DEV_STAMP)
 
-demo: $(STAMP)
+setup: $(DEV_STAMP)
+
+demo: $(CORE_STAMP)
 	$(PY) -m pipeline.demo
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest -q -ra
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check pipeline flows annotations geopixel tests
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) -m pipeline.bench
 
 clean:

@@ -170,18 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     print(_table("export (GCG Parquet) vs plain pyarrow write (best of 3)", r3))
     results["prepare_big"] = r2 = bench_big(6000 if args.quick else 20000, args.cache)
     print(_table("prepare of a large GeoTIFF (peak RSS)", r2))
-    for module in ("pipeline.lmm.bench", "annotations.bench"):
+    for module in ("pipeline.lmm.bench", "annotations.bench", "flows.bench", "pipeline.sam.bench", "geopixel.bench"):
         try:
             mod = importlib.import_module(module)
-        except ImportError:
+        except ImportError as exc:
+            print(f"\n== {module}: not run ({exc}) ==")
             continue
-        runner = getattr(mod, "run_bench", None) or getattr(mod, "main", None)
-        if runner is not None:
-            print(f"\n== {module} ==")
-            out = runner()
-            if isinstance(out, dict):
-                results[module] = out
-                print(_table(module, out))
+        print(f"\n== {module} ==", flush=True)
+        runner = getattr(mod, "run_bench", None)
+        out = runner() if runner is not None else mod.main([])
+        if isinstance(out, dict):
+            results[module] = out
+            print(_table(module, {k: v for k, v in out.items() if not isinstance(v, dict | list)}))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0
