@@ -15,60 +15,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.tables import FLAG_TYPE, INSTANCES_SCHEMA, PHRASE_TYPE, RLE_TYPE, SAMPLES_SCHEMA
+
 SEVERITIES = ("none", "info", "warning", "error")
 IMAGE_LAYERS = {"tile": "tile_path", "marks": "marks_path"}
 
-# The describe stage's output contract, as far as the review app relies on it.
-PHRASE_TYPE = pa.struct(
-    [
-        ("text", pa.string()),
-        ("start", pa.int32()),
-        ("end", pa.int32()),
-        ("instance_ids", pa.list_(pa.int64())),
-        ("category", pa.string()),
-        ("kind", pa.string()),
-    ]
-)
-MASK_TYPE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])
-FLAG_TYPE = pa.struct([("code", pa.string()), ("severity", pa.string()), ("detail", pa.string())])
-SAMPLES_SCHEMA = pa.schema(
-    [
-        ("tile_id", pa.string()),
-        ("image_id", pa.string()),
-        ("tile_path", pa.string()),
-        ("marks_path", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("gcg_caption", pa.string()),
-        ("caption", pa.string()),
-        ("phrases", pa.list_(PHRASE_TYPE)),
-        ("masks", pa.list_(MASK_TYPE)),
-        ("flags", pa.list_(FLAG_TYPE)),
-        ("max_severity", pa.string()),
-        ("lmm_model", pa.string()),
-        ("prompt_version", pa.string()),
-    ]
-)
-INSTANCES_SCHEMA = pa.schema(
-    [
-        ("tile_id", pa.string()),
-        ("instance_id", pa.int64()),
-        ("category", pa.string()),
-        ("bbox", pa.list_(pa.float64())),
-        ("area", pa.float64()),
-        ("visible_fraction", pa.float64()),
-        ("truncated", pa.bool_()),
-        ("position", pa.string()),
-        ("size_class", pa.string()),
-        ("length_m", pa.float64()),
-        ("width_m", pa.float64()),
-        ("orientation_deg", pa.float64()),
-        ("mark", pa.int32()),
-        ("mark_x", pa.float64()),
-        ("mark_y", pa.float64()),
-        ("cluster_id", pa.string()),
-    ]
-)
+# The describe stage's output contract is defined once, in the pipeline.
+MASK_TYPE = RLE_TYPE
+__all__ = ["FLAG_TYPE", "INSTANCES_SCHEMA", "MASK_TYPE", "PHRASE_TYPE", "SAMPLES_SCHEMA", "SampleStore"]
 
 
 @dataclass(frozen=True)

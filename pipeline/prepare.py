@@ -34,6 +34,7 @@ from .marks import Mark, draw_marks, font_size_for_objects, place_marks
 from .raster import RowBandReader, compute_stretch, read_info, resolve_bands
 from .records import TileInstance
 from .rle import encode_local
+from .sam.quality import instance_columns
 from .tables import CLUSTERS_SCHEMA, INSTANCES_SCHEMA, TILES_SCHEMA, concat_parts, write_table
 from .tiling import Tile, tile_grid
 
@@ -73,18 +74,6 @@ def input_signature(item: ImageItem) -> str:
             parts.append(f"{p}:missing")
     parts.append(json.dumps(item.options, sort_keys=True, default=str))
     return "|".join(parts)
-
-
-def sam_columns(extras: dict[str, object]) -> dict[str, Any]:
-    """SAM quality columns (null for masks that did not come from SAM)."""
-    flags = extras.get("sam_flags")
-    return {
-        "sam_predicted_iou": extras.get("sam_predicted_iou"),
-        "sam_stability": extras.get("sam_stability"),
-        "sam_box_iou": extras.get("sam_box_iou"),
-        "sam_box_fill": extras.get("sam_box_fill"),
-        "sam_flags": list(flags) if isinstance(flags, list | tuple) else [],
-    }
 
 
 def _tile_transform(t: tuple[float, ...], x0: int, y0: int) -> list[float]:
@@ -212,7 +201,7 @@ def process_tile(
                 "mask_model": inst.mask_model,
                 "mask_score": inst.mask_score,
                 "source_ref": inst.source_ref,
-                **sam_columns(inst.extras),
+                **instance_columns(inst.extras),
             }
         )
     return rows, cluster_rows, marks, dropped, font_size
