@@ -24,8 +24,9 @@ $(DEV_STAMP): $(CORE_STAMP) pyproject.toml
 
 setup: $(DEV_STAMP)
 
+# The main job on the bundled iSAID sample, offline (embedded describer), through to a release in a local store.
 demo: $(CORE_STAMP)
-	$(PY) -m pipeline.demo
+	$(VENV)/bin/geopixeld build tests/data/isaid --format isaid --out demo_out --name geopixeld-demo --version 0.1.0
 
 test: $(DEV_STAMP)
 	$(PY) -m pytest -q -ra
@@ -36,6 +37,14 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) -m pipeline.bench
+
+# A local Prefect server (SQLite under .prefect/), the work pool, the lmm-api limit, the deployments and a
+# worker, all on 127.0.0.1; `make down` stops them by PID.
+serve: $(CORE_STAMP)
+	VENV=$(VENV) bash flows/serve.sh
+
+down:
+	bash flows/down.sh
 
 clean:
 	rm -rf $(VENV) demo_out .bench .pytest_cache .mypy_cache .ruff_cache

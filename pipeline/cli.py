@@ -244,6 +244,10 @@ def _mount_subcommands() -> None:
     from annotations.cli import app as review_app
 
     app.add_typer(review_app, name="review", help="The annotator review app: serve, add-user, export-decisions.")
+    # The whole job as a Prefect flow (flows/ wires this library; the library itself never imports Prefect).
+    from flows.cli import build
+
+    app.command(name="build")(build)
 
 
 _mount_subcommands()
