@@ -40,6 +40,7 @@ from .tiling import Tile, tile_grid
 
 PNG_COMPRESS_LEVEL = 3
 GDAL_CACHE_MB = 128
+TILE_BAR_MIN = 50  # images with at least this many tiles get their own progress bar
 REPORT_VERSION = 1
 
 
@@ -207,8 +208,13 @@ def process_tile(
     return rows, cluster_rows, marks, dropped, font_size
 
 
-def prepare_image(item: ImageItem, config: PrepareConfig, out_dir: str | Path, resume: bool = True) -> ImageReport:
-    """Tile one image and write its tiles, marks and part tables. Never raises for bad input."""
+def prepare_image(
+    item: ImageItem, config: PrepareConfig, out_dir: str | Path, resume: bool = True, progress: bool = False
+) -> ImageReport:
+    """Tile one image and write its tiles, marks and part tables. Never raises for bad input.
+
+    ``progress`` shows a per-tile bar for images of many tiles (a 20000² scene has over a thousand).
+    """
     out = Path(out_dir)
     part_dir = out / "parts" / item.image_id
     signature = input_signature(item)
@@ -228,7 +234,7 @@ def prepare_image(item: ImageItem, config: PrepareConfig, out_dir: str | Path, r
         # GDAL's block cache defaults to 5 % of RAM; rows are read once, so a small cache suffices and
         # keeps peak memory independent of the image size.
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
-            _prepare_into(item, config, out, part_dir, report, written)
+            _prepare_into(item, config, out, part_dir, report, written, progress)
     except (InputError, ValueError, OSError) as exc:
         path = exc.path if isinstance(exc, InputError) else item.image_path
         problem = exc.problem if isinstance(exc, InputError) else str(exc)
@@ -255,7 +261,13 @@ def _fail(report: ImageReport, written: list[Path], part_dir: Path, path: str, p
 
 
 def _prepare_into(
-    item: ImageItem, config: PrepareConfig, out: Path, part_dir: Path, report: ImageReport, written: list[Path]
+    item: ImageItem,
+    config: PrepareConfig,
+    out: Path,
+    part_dir: Path,
+    report: ImageReport,
+    written: list[Path],
+    progress: bool = False,
 ) -> None:
     info = read_info(item.image_path)
     loaded = get_adapter(item.format).load(item, info.width, info.height, info.crs, info.transform)
@@ -307,8 +319,11 @@ def _prepare_into(
         from .sam import refine_batches
 
         stream = refine_batches(stream, masker)  # box labels → SAM masks, tiles batched through the encoder
+    bar = tqdm(total=len(tiles), desc=item.image_id, unit="tile", leave=False,
+               disable=not progress or len(tiles) < TILE_BAR_MIN)
     try:
         for (tile, nodata_fraction), rgb, instances in stream:
+            bar.update()
             rows, crows, marks, drops, font_size = process_tile(tile, instances, config, gsd)
             dropped.update(drops)
             tile_path = out / "tiles" / f"{tile.tile_id}.png"
@@ -347,6 +362,7 @@ def _prepare_into(
             cluster_rows.extend(crows)
             report.marks += len(marks)
     finally:
+        bar.close()
         loaded.source.close()
     part_dir.mkdir(parents=True, exist_ok=True)
     write_table(tile_rows, TILES_SCHEMA, part_dir / "tiles.parquet")
@@ -463,7 +479,7 @@ def prepare(
     bar = tqdm(total=len(items), desc="prepare", unit="image", disable=not progress)
     if workers <= 1 or len(items) <= 1:
         for it in items:
-            reports.append(prepare_image(it, config, out, resume))
+            reports.append(prepare_image(it, config, out, resume, progress))
             bar.set_postfix(tiles=sum(r.tiles for r in reports))
             bar.update()
     else:
