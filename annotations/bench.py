@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from .browser import open_chrome
 from .samples import INSTANCES_SCHEMA, SAMPLES_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,32 +207,6 @@ def _start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     raise TimeoutError("server did not start")
 
 
-def _browser(profile: str) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = next(p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p)
-    driver = shutil.which("chromedriver")
-    if driver is None:
-        raise RuntimeError("chromedriver not found")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1600,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 def _rendered(browser: Any, tile_id: str, after: float) -> dict[str, Any]:
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -250,7 +225,7 @@ def measure_browser(base_url: str, runs: int) -> tuple[list[dict[str, Any]], lis
     from selenium.webdriver.common.keys import Keys
 
     profile = tempfile.mkdtemp(prefix="gpx-bench-chrome-")
-    browser = _browser(profile)
+    browser = open_chrome(profile)
     loads, switches = [], []
     try:
         browser.get(base_url + "/login")

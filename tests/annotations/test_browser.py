@@ -20,41 +20,14 @@ from typing import Any
 
 import pytest
 
+from annotations.browser import find_browser, open_chrome
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / ".artifacts"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROME_ARGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1600,1000",
-)
-
-
-def _find_browser() -> tuple[str, str] | str:
-    """(chromium, chromedriver) paths, or the reason they cannot be used."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install selenium)"
-    chromium = next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
-    driver = shutil.which("chromedriver")
-    if chromium is None:
-        return "no chromium binary on PATH (Debian: apt-get install chromium)"
-    if driver is None:
-        return "no chromedriver on PATH (Debian: apt-get install chromium-driver)"
-    return chromium, driver
-
-
 def _require_browser() -> tuple[str, str]:
-    found = _find_browser()
+    found = find_browser()
     if isinstance(found, str):
         if os.environ.get("GEOPIXELD_REQUIRE_BROWSER") == "1":
             pytest.fail(f"GEOPIXELD_REQUIRE_BROWSER=1 but the browser test cannot run: {found}")
@@ -189,18 +162,9 @@ def server(browser_data: Path, tools: Any) -> Iterator[str]:
 
 @pytest.fixture
 def driver() -> Iterator[Any]:
-    chromium, chromedriver = _require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_AVOID_STATS", "true")
+    _require_browser()
     profile = tempfile.mkdtemp(prefix="gpx-chrome-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (*CHROME_ARGS, f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    # The driver path is explicit, so selenium-manager is never asked to download anything.
-    browser = webdriver.Chrome(service=Service(chromedriver), options=options)
+    browser = open_chrome(profile)
     browser.set_page_load_timeout(30)
     try:
         yield browser
