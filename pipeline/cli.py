@@ -16,6 +16,23 @@ from .config import PrepareConfig
 app = typer.Typer(no_args_is_help=True, help=__doc__, rich_markup_mode="markdown", pretty_exceptions_enable=False)
 
 
+def _parse_categories(text: str) -> list[str]:
+    """``a,b,c`` or ``@FILE`` (one name per line, ``#`` comments) → category names."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the category list ({exc.strerror or exc})") from None
+        names = [line.split("#", 1)[0].strip() for line in lines]
+    else:
+        names = [part.strip() for part in text.split(",")]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError(f"no category names in {text!r}")
+    return names
+
+
 def _parse_bands(value: str | None) -> list[int] | None:
     if not value:
         return None
@@ -73,6 +90,21 @@ def prepare(
     sam_model: Annotated[str, typer.Option(help="auto (from the checkpoint), vit_h, vit_l or vit_b.")] = "auto",
     device: Annotated[str, typer.Option(help="SAM device: auto, cpu, cuda, cuda:N.")] = "auto",
     sam_batch_size: Annotated[int, typer.Option(help="Tiles per SAM image-encoder batch.")] = 4,
+    name_categories: Annotated[
+        str | None,
+        typer.Option(help="Name SAM automatic masks (--format raster --masks sam) with an LMM, choosing from "
+                     "these categories: comma-separated, or @FILE with one per line. Unnamed masks stay "
+                     "'object' and are flagged; calls go to OUT/naming_calls.parquet."),
+    ] = None,
+    name_base_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible endpoint for naming (default: the embedded offline describer on "
+                     "127.0.0.1, which sees no appearance and answers 'unknown')."),
+    ] = None,
+    name_model: Annotated[str | None, typer.Option(help="Model name for naming.")] = None,
+    name_api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the naming endpoint's API key.")
+    ] = "OPENAI_API_KEY",
     workers: Annotated[int, typer.Option(help="Images prepared in parallel (processes; use 1 with SAM on a GPU).")] = 1,
     resume: Annotated[bool, typer.Option(help="Reuse images already prepared with the same inputs and settings.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -93,14 +125,26 @@ def prepare(
     if geojson_crs != "auto":
         options["geojson_crs"] = geojson_crs
     kwargs: dict[str, object] = {}
-    if masks == "sam" and sam_checkpoint is not None:
-        from .sam import SamConfig
-
-        kwargs["sam"] = SamConfig(checkpoint=sam_checkpoint, model_type=sam_model, device=device, batch_size=sam_batch_size)
     clusters = _parse_clusters(cluster)
     if clusters is not None:
         kwargs["cluster_categories"] = clusters
     try:
+        if name_categories is not None and masks != "sam":
+            raise ValueError("--name-categories names SAM automatic masks: it needs --masks sam and --format raster")
+        if masks == "sam" and sam_checkpoint is not None:
+            from .sam.config import SamConfig, SamNamingConfig
+
+            naming = None
+            if name_categories is not None:
+                naming = SamNamingConfig(
+                    categories=_parse_categories(name_categories),
+                    base_url=name_base_url,
+                    model=name_model,
+                    api_key_env=name_api_key_env,
+                )
+            kwargs["sam"] = SamConfig(
+                checkpoint=sam_checkpoint, model_type=sam_model, device=device, batch_size=sam_batch_size, naming=naming
+            )
         config = PrepareConfig(
             format=format,
             tile_size=tile_size,

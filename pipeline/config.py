@@ -66,6 +66,11 @@ class PrepareConfig(BaseModel):
             raise ValueError("masks must be 'annotation' or 'sam'")
         if self.masks == "sam" and self.sam is None:
             raise ValueError("--masks sam needs --sam-checkpoint (the weights are yours; nothing is downloaded)")
+        if self.sam is not None and self.sam.naming is not None and self.format != "raster":
+            raise ValueError(
+                "naming (--name-categories) is for SAM automatic masks of imagery without labels (--format raster); "
+                f"{self.format} labels already name their objects"
+            )
         return self
 
     @field_validator("overlap")

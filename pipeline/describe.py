@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
@@ -32,7 +31,7 @@ from .lmm.client import LMMClient
 from .lmm.pricing import RunTotals, load_price_table
 from .lmm.records import write_calls_parquet
 from .lmm.server import running_offline_server
-from .lmm.types import OFFLINE_MODEL, LMMRequest, LMMResult, LMMSettings
+from .lmm.types import OFFLINE_MODEL, LMMRequest, LMMResult, LMMSettings, facts_by_default
 from .prompts import PromptSet, load_prompt_set
 from .rle import merge
 from .tables import SAMPLES_SCHEMA, write_table
@@ -77,12 +76,7 @@ class DescribeConfig(BaseModel):
     def facts_enabled(self) -> bool:
         """Measured facts travel as an extra request field that the offline describer reads; the OpenAI
         API itself rejects unknown fields. Default: send them only to a server on this machine."""
-        if self.send_facts is not None:
-            return self.send_facts
-        if not self.base_url:
-            return True
-        host = urlparse(self.base_url).hostname or ""
-        return host in ("127.0.0.1", "localhost", "::1")
+        return self.send_facts if self.send_facts is not None else facts_by_default(self.base_url)
 
 
 @dataclass
@@ -93,6 +87,8 @@ class TilePlan:
     requests: list[LMMRequest] = field(default_factory=list)
     # per request: ("holistic", None) | ("instance", row) | ("cluster", (cluster row, member rows))
     subjects: list[tuple[str, Any]] = field(default_factory=list)
+    # flags prepare left on the tile's instances (SAM quality, naming), carried to the sample
+    instance_flags: list[dict[str, str]] = field(default_factory=list)
 
 
 def _png(path: Path) -> bytes:
@@ -107,7 +103,7 @@ def plan_tile(
     prompts: PromptSet,
     config: DescribeConfig,
 ) -> TilePlan:
-    plan = TilePlan(tile)
+    plan = TilePlan(tile, instance_flags=validate.instance_flags(instances))
     clean = _png(data_dir / tile["tile_path"])
     marks = _png(data_dir / tile["marks_path"])
     gsd = tile.get("gsd")
@@ -183,7 +179,7 @@ def build_sample(
 ) -> dict[str, Any]:
     """One ``samples.parquet`` row from a tile's answers (see the module docstring)."""
     tile = plan.tile
-    flags: list[dict[str, str]] = []
+    flags: list[dict[str, str]] = list(plan.instance_flags)
     sentences: list[GroundedSentence] = []
     holistic_text = ""
     index: Counter[str] = Counter()

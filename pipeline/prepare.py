@@ -30,16 +30,19 @@ from . import priors
 from .config import PrepareConfig, category_name
 from .errors import InputError, Skip
 from .ingest import ImageItem, get_adapter
+from .lmm.records import CALLS_SCHEMA
 from .marks import Mark, draw_marks, font_size_for_objects, place_marks
 from .raster import RowBandReader, compute_stretch, read_info, resolve_bands
 from .records import TileInstance
 from .rle import encode_local
+from .sam.naming import naming_columns
 from .sam.quality import instance_columns
 from .tables import CLUSTERS_SCHEMA, INSTANCES_SCHEMA, TILES_SCHEMA, concat_parts, write_table
 from .tiling import Tile, tile_grid
 
 PNG_COMPRESS_LEVEL = 3
 GDAL_CACHE_MB = 128
+NAMING_CALLS = "naming_calls.parquet"  # the category tier's LMM calls (automatic masks named by an LMM)
 TILE_BAR_MIN = 50  # images with at least this many tiles get their own progress bar
 REPORT_VERSION = 1
 
@@ -59,6 +62,7 @@ class ImageReport:
     repairs: int = 0
     skips: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
+    naming: dict[str, int] = field(default_factory=dict)
     signature: str = ""
     config_digest: str = ""
     version: int = REPORT_VERSION
@@ -203,6 +207,7 @@ def process_tile(
                 "mask_score": inst.mask_score,
                 "source_ref": inst.source_ref,
                 **instance_columns(inst.extras),
+                **naming_columns(inst.extras, inst.mask_source),
             }
         )
     return rows, cluster_rows, marks, dropped, font_size
@@ -254,6 +259,7 @@ def _fail(report: ImageReport, written: list[Path], part_dir: Path, path: str, p
         p.unlink(missing_ok=True)
     for name in ("tiles", "instances", "clusters"):
         (part_dir / f"{name}.parquet").unlink(missing_ok=True)
+    (part_dir / NAMING_CALLS).unlink(missing_ok=True)
     report.status = "failed"
     report.error = f"{path}: {problem}"
     report.skips.append(Skip(path, "prepare", problem, "image").to_dict())
@@ -291,9 +297,17 @@ def _prepare_into(
         masker = get_masker(config.sam)
         if item.format == "raster":
             loaded.source.close()
-            loaded.source = SamAutoAnnotations(
+            auto = SamAutoAnnotations(
                 item.image_path, tiles, info.width, info.height, masker, bands, stretch, masked=masked
             )
+            loaded.source = auto
+            if config.sam.naming is not None:
+                from .sam.naming import name_auto_objects
+
+                calls = part_dir / NAMING_CALLS
+                part_dir.mkdir(parents=True, exist_ok=True)
+                written.append(calls)
+                report.naming = name_auto_objects(auto, config.sam.naming, out, calls, progress=progress)
 
     def rendered() -> Iterator[tuple[tuple[Tile, float], np.ndarray, list[TileInstance]]]:
         """Tiles top to bottom, rendered to RGB, with their instances; nodata tiles are counted, not kept."""
@@ -389,6 +403,7 @@ class PrepareSummary:
     dropped: dict[str, int]
     skipped: list[dict[str, str]]
     skipped_by_reason: dict[str, int]
+    naming: dict[str, int] = field(default_factory=dict)
 
     def text(self) -> str:
         lines = [
@@ -398,6 +413,9 @@ class PrepareSummary:
             f"  instances {self.instances} ({self.marks} marked), clusters {self.clusters}",
             f"  polygons repaired {self.repairs}",
         ]
+        if self.naming:
+            named = ", ".join(f"{k} {v}" for k, v in sorted(self.naming.items()))
+            lines.append(f"  automatic masks named by the LMM: {named}")
         if self.dropped:
             lines.append("  dropped pieces: " + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())))
         if self.skipped:
@@ -433,14 +451,21 @@ def merge(out_dir: str | Path, image_ids: Sequence[str]) -> dict[str, int]:
     for name, schema in (("tiles", TILES_SCHEMA), ("instances", INSTANCES_SCHEMA), ("clusters", CLUSTERS_SCHEMA)):
         parts = [out / "parts" / i / f"{name}.parquet" for i in image_ids]
         counts[name] = concat_parts(parts, schema, out / f"{name}.parquet")
+    calls = [out / "parts" / i / NAMING_CALLS for i in image_ids]
+    if any(p.exists() for p in calls):  # only runs that named automatic masks have LMM calls here
+        counts["naming_calls"] = concat_parts(calls, CALLS_SCHEMA, out / NAMING_CALLS)
+    else:
+        (out / NAMING_CALLS).unlink(missing_ok=True)
     return counts
 
 
 def summarize(out_dir: str | Path, reports: Sequence[ImageReport], discover_skips: Sequence[Skip]) -> PrepareSummary:
     skipped = [s.to_dict() for s in discover_skips] + [s for r in reports for s in r.skips]
     dropped: Counter[str] = Counter()
+    naming: Counter[str] = Counter()
     for r in reports:
         dropped.update(r.dropped)
+        naming.update(r.naming)
     return PrepareSummary(
         out_dir=str(out_dir),
         images=len(reports) + sum(1 for s in discover_skips if s.kind == "image"),
@@ -455,6 +480,7 @@ def summarize(out_dir: str | Path, reports: Sequence[ImageReport], discover_skip
         dropped=dict(dropped),
         skipped=[{k: v for k, v in s.items() if k != "trace"} for s in skipped],
         skipped_by_reason=dict(Counter(_reason_key(s["reason"]) for s in skipped)),
+        naming=dict(naming),
     )
 
 

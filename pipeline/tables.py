@@ -75,6 +75,9 @@ INSTANCES_SCHEMA = pa.schema(
         ("sam_box_iou", pa.float64()),
         ("sam_box_fill", pa.float64()),
         ("sam_flags", pa.list_(pa.string())),
+        ("category_source", pa.string()),
+        ("category_answer", pa.string()),
+        ("category_flags", pa.list_(pa.string())),
     ]
 )
 

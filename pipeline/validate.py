@@ -19,6 +19,12 @@ code                        severity  when
 ``category_not_named``      info      the sentence never names the object; a phrase was added
 ``no_grounding``            info      the tile has no grounded phrase
 ==========================  ========  ==========================================================
+
+Flags that prepare leaves on instance records are carried to their tile's sample by
+:func:`instance_flags`, one per instance and code, so reviewers see them too: SAM mask quality
+(``sam_empty``, ``sam_box_disagreement``, ``sam_low_iou``, ``sam_unstable``; see
+:mod:`pipeline.sam.quality`) and LMM naming of automatic masks (``category_unknown``,
+``category_invalid``, ``category_failed``; see :mod:`pipeline.sam.naming`), with those modules' severities.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from typing import Any
 
 from . import vocab
 from .grounding import PHRASE_RE, SEG
+from .sam.naming import FLAG_SEVERITY as NAMING_SEVERITY
+from .sam.quality import FLAG_SEVERITY as SAM_SEVERITY
 
 SEVERITY_RANK = {"none": 0, "info": 1, "warning": 2, "error": 3}
 LENGTH_BOUNDS = {"holistic": (8, 160), "instance": (3, 60), "instance_metric": (3, 60), "cluster": (3, 60)}
@@ -48,6 +56,42 @@ def flag(code: str, severity: str, detail: str) -> dict[str, str]:
 
 def max_severity(flags: list[dict[str, str]]) -> str:
     return max((f["severity"] for f in flags), key=lambda s: SEVERITY_RANK[s], default="none")
+
+
+INSTANCE_FLAG_SEVERITY = {**SAM_SEVERITY, **NAMING_SEVERITY}
+
+
+def _instance_flag_detail(code: str, row: dict[str, Any]) -> str:
+    def num(key: str) -> str:
+        v = row.get(key)
+        return "n/a" if v is None else f"{v:.2f}"
+
+    if code == "sam_empty":
+        return "SAM returned no pixel for the box; the box outline is kept"
+    if code == "sam_box_disagreement":
+        return f"SAM mask disagrees with its box (box IoU {num('sam_box_iou')}, box fill {num('sam_box_fill')})"
+    if code == "sam_low_iou":
+        return f"SAM's predicted IoU is low ({num('sam_predicted_iou')})"
+    if code == "sam_unstable":
+        return f"SAM mask outline is unstable (stability {num('sam_stability')})"
+    if code == "category_unknown":
+        return "the LMM could not name this automatic mask from the category list; it stays 'object'"
+    if code == "category_invalid":
+        return f"the LMM's answer is not in the category list: {str(row.get('category_answer'))[:60]!r}"
+    if code == "category_failed":
+        return "the naming request failed after its retries; it stays 'object'"
+    return code
+
+
+def instance_flags(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The flags prepare left on a tile's instance rows (``sam_flags``, ``category_flags``), one per
+    instance and code, detail naming the instance and the measured number behind the flag."""
+    out = []
+    for r in sorted(rows, key=lambda r: r["instance_id"]):
+        for code in list(r.get("sam_flags") or []) + list(r.get("category_flags") or []):
+            detail = f"instance {r['instance_id']} ({r.get('category_name') or r.get('category')}): "
+            out.append(flag(code, INSTANCE_FLAG_SEVERITY.get(code, "warning"), detail + _instance_flag_detail(code, r)))
+    return out
 
 
 def check_answer(text: str | None, tier: str) -> list[dict[str, str]]:

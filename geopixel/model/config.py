@@ -91,6 +91,8 @@ class SamConfig(_Strict):
         prompt_embed_dim: prompt/decoder width (256 in SAM).
         decoder_depth, decoder_mlp_dim, decoder_heads, iou_head_hidden_dim: decoder transformer sizes.
         train_prompt_encoder: also train the prompt encoder (its no-mask dense embedding).
+        sdpa: run the frozen image encoder's attention through PyTorch's fused attention (the same
+            function, far less memory traffic; :mod:`pipeline.sam.attention`).
     """
 
     preset: Literal["vit_h", "vit_l", "vit_b"] | None = None
@@ -104,6 +106,7 @@ class SamConfig(_Strict):
     decoder_heads: int = 8
     iou_head_hidden_dim: int = 256
     train_prompt_encoder: bool = False
+    sdpa: bool = True
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
 

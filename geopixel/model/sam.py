@@ -58,6 +58,10 @@ def build_sam(cfg: SamConfig) -> Any:
         sam.load_state_dict(state)
     else:
         log.warning("RANDOM INIT: SAM (%s) has random weights — no checkpoint given", cfg.preset or "custom")
+    if cfg.sdpa:
+        from pipeline.sam.attention import use_sdpa
+
+        use_sdpa(sam.image_encoder)
     return sam
 
 

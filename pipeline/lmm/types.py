@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +16,14 @@ OFFLINE_MODEL = "geopixeld-offline-describer-v1"
 DEFAULT_BASE_URL = "http://127.0.0.1:8765/v1"
 
 Status = Literal["ok", "error"]
+
+
+def facts_by_default(base_url: str | None) -> bool:
+    """Whether measured facts travel with requests when the user did not say: the OpenAI API rejects
+    unknown body fields, so only to the embedded describer (``None``) or a server on this machine."""
+    if not base_url:
+        return True
+    return (urlparse(base_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,12 @@ from ..records import TileInstance
 from ..rle import LocalMask
 from ..tiling import Tile
 from .config import AutoMaskConfig, QualityThresholds
+from .naming import naming_extras
 from .quality import MaskQuality
 from .types import AutoMasker, MaskPrediction
 
 if TYPE_CHECKING:
+    from ..prompts import PromptSet
     from .naming import CategoryClient, NamingOutcome
 
 BUCKET_PX = 256  # side of the spatial hash cells used to find overlapping masks
@@ -53,6 +55,7 @@ class AutoMask:
         windows: ``(x0, y0, x1, y1)`` of every tile whose mask was merged into this one (image px).
         category: ``object`` until named.
         instance_id: 1-based number in reading order, set after deduplication.
+        naming: the LMM's answer when the object was named (:meth:`SamAutoAnnotations.name_objects`).
     """
 
     mask: LocalMask
@@ -64,6 +67,7 @@ class AutoMask:
     windows: list[tuple[int, int, int, int]] = field(default_factory=list)
     category: str = "object"
     instance_id: int = 0
+    naming: NamingOutcome | None = None
 
     @property
     def score(self) -> float:
@@ -323,6 +327,8 @@ class SamAutoAnnotations:
             quality = MaskQuality(obj.predicted_iou, obj.stability)
             extras: dict[str, Any] = quality.extras(self.thresholds)
             extras["sam_tiles"] = obj.tile_ids
+            if obj.naming is not None:
+                extras.update(naming_extras(obj.naming))
             out.append(
                 TileInstance(
                     instance_id=obj.instance_id,
@@ -342,12 +348,18 @@ class SamAutoAnnotations:
         return out
 
     def name_objects(
-        self, client: CategoryClient, candidates: Sequence[str], progress: bool = False
+        self,
+        client: CategoryClient,
+        candidates: Sequence[str],
+        progress: bool = False,
+        prompts: PromptSet | None = None,
     ) -> list[NamingOutcome]:
         """Ask an LMM for each kept mask's category among ``candidates`` (see :mod:`pipeline.sam.naming`).
 
         Each object is shown on the tile it was generated on. Answers in the list rename the object;
-        others leave it ``object``. Returns one outcome per object, in instance-id order.
+        others leave it ``object``; every asked object's tile records carry the answer and its flag
+        (``category_source``, ``lmm_category_answer``, ``category_flags`` extras). Returns one outcome
+        per object, in instance-id order.
         """
         from .naming import name_objects
 
@@ -360,9 +372,11 @@ class SamAutoAnnotations:
             objs = by_tile[tile]
             masks = [_clip_to(o.mask, tile) for o in objs]
             refs = [f"{tile.tile_id}#auto{o.instance_id}" for o in objs]
-            for obj, outcome in zip(objs, name_objects(rgb, masks, candidates, client, refs, progress=progress), strict=True):
+            answers = name_objects(rgb, masks, candidates, client, refs, progress=progress, prompts=prompts)
+            for obj, outcome in zip(objs, answers, strict=True):
                 if outcome.category is not None:
                     obj.category = outcome.category
+                obj.naming = outcome
                 outcomes[obj.instance_id] = outcome
         return [outcomes[o.instance_id] for o in self.objects if o.instance_id in outcomes]
 

@@ -2,14 +2,17 @@
 
 Both paths get the same tiles and the same boxes and must hand masks back to the host:
 
-* ``ours``: :class:`pipeline.sam.masker.SamMasker` — ``batch_size`` tiles per image-encoder call, all of
-  a tile's boxes in one decoder call, bf16 autocast on CUDA, masks cropped on the device side.
+* ``ours``: :class:`pipeline.sam.masker.SamMasker` — ``batch_size`` tiles per image-encoder call, the
+  encoder's attention fused (SDPA with the relative-position bias as mask), all of a tile's boxes in one
+  decoder call, bf16 autocast on CUDA, masks cropped to their extent before they are kept.
 * ``stock``: ``SamPredictor`` — one tile at a time in fp32: ``set_image`` then ``predict_torch`` with all
   of the tile's boxes (the stock path at its best; per-box ``predict`` calls would be slower still).
 
 Weights are random (built from the registry, nothing loaded or downloaded): throughput does not depend
-on the weights' values. The table gives tiles/s of each path and the ratio ours / stock, plus the mean
-IoU between the two paths' masks (bf16 vs fp32 on the same random weights; a sanity check, not quality).
+on the weights' values. Each path gets its own copy of the same weights (ours switches its copy's
+attention modules). The table gives tiles/s of each path end to end and the ratio ours / stock, our
+image encoder alone in images/s, and the mean IoU between the two paths' masks (bf16 vs fp32 on the same
+random weights; a sanity check, not quality).
 
 Run: ``python -m pipeline.sam.bench [--models vit_b,vit_h] [--tiles 32] [--boxes 50]``. Without a CUDA
 device it prints ``no CUDA device: skipped`` and runs a tiny CPU smoke version of both paths
@@ -19,6 +22,7 @@ device it prints ``no CUDA device: skipped`` and runs a tiny CPU smoke version o
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from collections.abc import Sequence
@@ -67,6 +71,15 @@ def run_ours(masker: Any, tiles: Sequence[np.ndarray], boxes: Sequence[np.ndarra
     return seconds, [[p.mask.to_full(h, w) for p in tile] for tile in preds]
 
 
+def run_encoder(masker: Any, tiles: Sequence[np.ndarray]) -> float:
+    """Seconds for our image encoder alone over ``tiles`` (preprocessing included, embeddings kept on the device)."""
+    _sync(masker.device)
+    start = time.perf_counter()
+    masker.encode(list(tiles))
+    _sync(masker.device)
+    return time.perf_counter() - start
+
+
 def run_stock(model: Any, tiles: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> tuple[float, list[Any]]:
     """Seconds for ``SamPredictor`` (fp32, one tile at a time, all boxes per call), and its masks."""
     import torch
@@ -109,14 +122,16 @@ def bench_model(
 
     torch.manual_seed(0)
     model = build_sam(SAM_SPECS[model_type]).to(device).eval()
+    stock_model = copy.deepcopy(model)  # the stock path keeps segment-anything's own attention
     info = SamModelInfo(model_type, "0" * 64, "random-weights", str(device), SAM_SPECS[model_type].image_size)
     config = SamConfig(checkpoint=Path("random-weights"), model_type=model_type, device=device, batch_size=batch_size)
     masker = SamMasker(model, info, config)
     tiles, boxes = make_tiles(n_tiles, tile_size, boxes_per_tile)
     run_ours(masker, tiles[:1], boxes[:1])
-    run_stock(model, tiles[:1], boxes[:1])
+    run_stock(stock_model, tiles[:1], boxes[:1])
     t_ours, m_ours = run_ours(masker, tiles, boxes)
-    t_stock, m_stock = run_stock(model, tiles, boxes)
+    t_stock, m_stock = run_stock(stock_model, tiles, boxes)
+    t_encoder = run_encoder(masker, tiles)
     result = {
         "model": model_type,
         "device": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else "cpu",
@@ -129,9 +144,10 @@ def bench_model(
         "ours_tiles_per_s": n_tiles / t_ours,
         "stock_tiles_per_s": n_tiles / t_stock,
         "ratio": t_stock / t_ours,
+        "encoder_images_per_s": n_tiles / t_encoder,
         "mask_agreement_iou": mean_iou(m_ours, m_stock),
     }
-    del model, masker
+    del model, stock_model, masker
     if str(device).startswith("cuda"):
         torch.cuda.empty_cache()
     return result
@@ -139,12 +155,16 @@ def bench_model(
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """The results as a fixed-width table."""
-    head = f"{'model':14s} {'device':28s} {'tiles':>5s} {'boxes':>5s} {'ours t/s':>9s} {'stock t/s':>9s} {'ratio':>7s} {'mask IoU':>8s}"
+    head = (
+        f"{'model':14s} {'device':28s} {'tiles':>5s} {'boxes':>5s} {'ours t/s':>9s} {'stock t/s':>9s} {'ratio':>7s} "
+        f"{'enc img/s':>9s} {'mask IoU':>8s}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r['model']:14s} {r['device'][:28]:28s} {r['tiles']:5d} {r['boxes_per_tile']:5d} "
-            f"{r['ours_tiles_per_s']:9.2f} {r['stock_tiles_per_s']:9.2f} {r['ratio']:6.2f}x {r['mask_agreement_iou']:8.3f}"
+            f"{r['ours_tiles_per_s']:9.2f} {r['stock_tiles_per_s']:9.2f} {r['ratio']:6.2f}x "
+            f"{r.get('encoder_images_per_s', float('nan')):9.2f} {r['mask_agreement_iou']:8.3f}"
         )
     return "\n".join(lines)
 

@@ -74,6 +74,42 @@ class AutoMaskConfig(BaseModel):
     category: str = "object"
 
 
+class SamNamingConfig(BaseModel):
+    """Naming automatic masks with an LMM (the ``category`` prompt tier, :mod:`pipeline.sam.naming`).
+
+    Attributes:
+        categories: the allowed category names; an answer outside the list never renames an object.
+        base_url: OpenAI-compatible endpoint; ``None`` starts the embedded offline describer on 127.0.0.1
+            (which sees no appearance, so it answers ``unknown``: useful to test the wiring, not to name).
+        model: model name (default: the offline describer's).
+        api_key_env: environment variable holding the API key (never logged or written).
+        concurrency, timeout_s, max_retries: as for describe.
+        prompts: prompt set (name or folder) whose ``category`` template is used.
+        cache_dir: response cache (default ``OUT/lmm_cache``, shared with describe).
+        send_facts: send measured facts as an extra body field (default: only to loopback servers).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    categories: list[str] = Field(min_length=1)
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(8, ge=1, le=1024)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    prompts: str | None = None
+    cache_dir: str | None = None
+    send_facts: bool | None = None
+
+    @field_validator("categories")
+    @classmethod
+    def _valid_list(cls, v: list[str]) -> list[str]:
+        from .naming import check_candidates
+
+        return check_candidates([c.strip() for c in v])
+
+
 class SamConfig(BaseModel):
     """Everything the SAM stage needs.
 
@@ -86,6 +122,9 @@ class SamConfig(BaseModel):
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: images per image-encoder call (the encoder dominates the cost; batches amortise it).
         bf16: run encoder and decoder under bfloat16 autocast on CUDA (ignored on other devices).
+        sdpa: run the image encoder's attention through PyTorch's fused ``scaled_dot_product_attention``
+            with the relative-position terms as its additive mask (same function, far less memory traffic;
+            see :mod:`pipeline.sam.attention`).
         multimask_boxes: ask for SAM's 3 candidate masks per box and keep the best-scored one (False: the
             single-mask output, SAM's recommendation for unambiguous box prompts).
         max_prompts_per_call: most box prompts of one image in one decoder call (the decoder repeats the
@@ -93,6 +132,7 @@ class SamConfig(BaseModel):
         decode_chunk: masks upsampled to tile size at once (bounds memory on large tiles).
         thresholds: when a mask is flagged for review.
         auto: automatic mask generation (imagery without labels).
+        naming: ask an LMM to name the automatic masks from a category list (``None``: they stay ``object``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -102,11 +142,13 @@ class SamConfig(BaseModel):
     device: str = "auto"
     batch_size: int = Field(4, ge=1, le=256)
     bf16: bool = True
+    sdpa: bool = True
     multimask_boxes: bool = False
     max_prompts_per_call: int = Field(256, ge=1)
     decode_chunk: int = Field(64, ge=1)
     thresholds: QualityThresholds = Field(default_factory=QualityThresholds)
     auto: AutoMaskConfig = Field(default_factory=AutoMaskConfig)
+    naming: SamNamingConfig | None = None
 
     @field_validator("model_type")
     @classmethod

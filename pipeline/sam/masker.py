@@ -11,7 +11,9 @@ batches, not in what it computes:
    bounded on 4096² tiles) and cropped to each mask's extent (``LocalMask``) before leaving the device.
 
 On CUDA the encoder and decoder run under ``torch.autocast(dtype=torch.bfloat16)`` (``bf16=True``);
-logits are upsampled and thresholded in float32. The CPU works too, slowly.
+logits are upsampled and thresholded in float32. With ``sdpa=True`` (default) the image encoder's
+attention runs through PyTorch's fused attention (:mod:`pipeline.sam.attention`; the model passed in is
+switched in place). The CPU works too, slowly.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import batched_nms
 
 from ..rle import LocalMask
+from .attention import use_sdpa
 from .config import AutoMaskConfig, SamConfig
 from .model import SamModelInfo, load_sam
 from .types import MaskPrediction
@@ -76,6 +79,8 @@ class SamMasker:
         self.config = config
         self.device = model.device
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        if config.sdpa:
+            use_sdpa(model.image_encoder)
         self._pe: torch.Tensor | None = None
 
     @classmethod

@@ -1,8 +1,9 @@
 """Naming automatic masks: an optional LMM tier that picks each object's category from a given list.
 
 For every object, the LMM gets a crop of its tile around the object (context on every side, at most
-``MAX_VIEW_SIDE`` px), with the object's outline drawn and a number mark on it, and the question
-:data:`CATEGORY_PROMPT`. Requests go through the describe stage's client (``pipeline.lmm.client.LMMClient``),
+``MAX_VIEW_SIDE`` px), with the object's outline drawn and a number mark on it, and the prompt set's
+``category`` tier (``prompts/geopixeld-v1/category.txt``: pick one of ``{candidates}`` for the object
+marked ``{mark_number}``, or say unknown). Requests go through the describe stage's client (``pipeline.lmm.client.LMMClient``),
 so they share its cache, retries and concurrency; tier ``category``, facts ``{"tier": "category",
 "candidates": [...]}`` (the offline describer answers this tier: it measures no appearance, so it answers
 ``unknown`` unless the facts carry a category from the list).
@@ -23,27 +24,29 @@ status        meaning (the object keeps its category unless ``named``)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
 
-from ..lmm.types import LMMRequest, LMMResult
+from ..lmm.types import OFFLINE_MODEL, LMMRequest, LMMResult, LMMSettings, facts_by_default
 from ..marks import Mark, draw_marks, font_size_for, place_marks
+from ..prompts import PromptSet, load_prompt_set
 from ..records import TileInstance
 from ..rle import LocalMask
 from ..vocab import category_name
 
+if TYPE_CHECKING:
+    from .config import SamNamingConfig
+
 TIER = "category"
-CATEGORY_PROMPT = (
-    "This is a crop of an overhead remote-sensing image. The object outlined in cyan and marked with the "
-    "number {mark} belongs to one of these categories: {choices}. Answer with the category name only, "
-    "exactly as written in the list. If it is none of them, answer unknown."
-)
 MAX_VIEW_SIDE = 1024  # px; larger crops are downscaled after drawing
 MIN_VIEW_SIDE = 96  # px of context around small objects
 UNKNOWN_ANSWERS = {"unknown", "none", "other", "none of them", "not sure", "n a"}
@@ -144,9 +147,19 @@ def object_view(rgb: np.ndarray, mask: LocalMask, mark: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def category_request(rgb: np.ndarray, mask: LocalMask, candidates: Sequence[str], ref: str, mark: int = 1) -> LMMRequest:
-    """The ``category`` tier request for one object (``mask`` in the tile px of ``rgb``)."""
-    prompt = CATEGORY_PROMPT.format(mark=mark, choices=", ".join(candidates))
+def category_request(
+    rgb: np.ndarray,
+    mask: LocalMask,
+    candidates: Sequence[str],
+    ref: str,
+    mark: int = 1,
+    prompts: PromptSet | None = None,
+) -> LMMRequest:
+    """The ``category`` tier request for one object (``mask`` in the tile px of ``rgb``).
+
+    ``prompts``: the prompt set whose ``category`` template is used (default: the default set).
+    """
+    prompt = (prompts or load_prompt_set()).render(TIER, mark_number=mark, candidates=", ".join(candidates))
     facts = {"tier": TIER, "candidates": list(candidates), "area_px": mask.area}
     return LMMRequest(tier=TIER, prompt=prompt, image_png=object_view(rgb, mask, mark), facts=facts, ref=ref)
 
@@ -158,6 +171,7 @@ def name_objects(
     client: CategoryClient,
     refs: Sequence[str] | None = None,
     progress: bool = False,
+    prompts: PromptSet | None = None,
 ) -> list[NamingOutcome]:
     """Ask for the category of each object of one tile.
 
@@ -168,6 +182,7 @@ def name_objects(
         client: ``LMMClient`` (its cache, retries and concurrency apply) or anything with ``describe_all_sync``.
         refs: a label per object for the LMM call records (default ``object-<n>``).
         progress: show the client's progress bar.
+        prompts: the prompt set of the ``category`` template (default: the default set).
 
     Returns:
         One outcome per mask, in order.
@@ -177,7 +192,8 @@ def name_objects(
     if len(labels) != len(masks):
         raise ValueError(f"{len(labels)} refs for {len(masks)} masks")
     asked = [k for k, m in enumerate(masks) if m.area > 0]
-    requests = [category_request(rgb, masks[k], names, labels[k]) for k in asked]
+    prompts = prompts or load_prompt_set()
+    requests = [category_request(rgb, masks[k], names, labels[k], prompts=prompts) for k in asked]
     results = client.describe_all_sync(requests, progress=progress) if requests else []
     by_index = dict(zip(asked, results, strict=True))
     outcomes = []
@@ -195,6 +211,32 @@ def name_objects(
             status, category = match_category(res.text, names)
             outcomes.append(NamingOutcome(label, status, category, res.text, res))
     return outcomes
+
+
+def naming_extras(outcome: NamingOutcome, unnamed_source: str = "sam") -> dict[str, object]:
+    """The record ``extras`` of an asked object: ``category_source`` (``lmm`` when named, else
+    ``unnamed_source``), ``lmm_category_answer`` (raw answer or ``None``) and ``category_flags``."""
+    return {
+        "category_source": "lmm" if outcome.category is not None else unnamed_source,
+        "lmm_category_answer": outcome.answer,
+        "category_flags": [outcome.flag] if outcome.flag else [],
+    }
+
+
+def naming_columns(extras: dict[str, object], mask_source: str | None) -> dict[str, object]:
+    """The naming columns of an ``instances.parquet`` row.
+
+    ``category_source``: ``lmm`` (named by the LMM), ``sam`` (an automatic mask, not named) or
+    ``annotation`` (the labels' category); ``category_answer``: the LMM's raw answer (``None`` when not
+    asked); ``category_flags``: the naming flag codes (``[]`` when named or not asked).
+    """
+    flags = extras.get("category_flags")
+    automatic = mask_source == "sam" and "sam_tiles" in extras
+    return {
+        "category_source": extras.get("category_source") or ("sam" if automatic else "annotation"),
+        "category_answer": extras.get("lmm_category_answer"),
+        "category_flags": list(flags) if isinstance(flags, list | tuple) else [],
+    }
 
 
 def name_tile_instances(
@@ -220,11 +262,50 @@ def name_tile_instances(
     out = list(instances)
     for k, outcome in zip(chosen, outcomes, strict=True):
         inst = instances[k]
-        extras = {
-            **inst.extras,
-            "category_source": "lmm" if outcome.category is not None else inst.extras.get("category_source", "sam"),
-            "lmm_category_answer": outcome.answer,
-            "category_flags": [outcome.flag] if outcome.flag else [],
-        }
+        extras = {**inst.extras, **naming_extras(outcome, str(inst.extras.get("category_source", "sam")))}
         out[k] = replace(inst, category=outcome.category or inst.category, extras=extras)
     return out, outcomes
+
+
+class NameableSource(Protocol):
+    """What :func:`name_auto_objects` needs (``SamAutoAnnotations`` has it)."""
+
+    def name_objects(
+        self, client: CategoryClient, candidates: Sequence[str], progress: bool = False, prompts: PromptSet | None = None
+    ) -> list[NamingOutcome]: ...
+
+
+def name_auto_objects(
+    source: NameableSource, config: SamNamingConfig, out_dir: Path, calls_path: Path, progress: bool = False
+) -> dict[str, int]:
+    """Name one image's automatic masks through the configured endpoint (prepare's naming step).
+
+    Starts the embedded offline describer on 127.0.0.1 when ``config.base_url`` is ``None``. Every call,
+    failed ones included, is written to ``calls_path`` (the ``lmm_calls.parquet`` schema).
+
+    Returns:
+        Objects by outcome status (``named``, ``unknown``, ``invalid``, ``failed``).
+    """
+    from ..lmm.client import LMMClient
+    from ..lmm.records import write_calls_parquet
+    from ..lmm.server import running_offline_server
+
+    prompts = load_prompt_set(config.prompts)
+    with contextlib.ExitStack() as stack:
+        base_url = config.base_url or stack.enter_context(running_offline_server())
+        settings = LMMSettings(
+            base_url=base_url,
+            model=config.model or OFFLINE_MODEL,
+            api_key_env=config.api_key_env,
+            concurrency=config.concurrency,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            temperature=0.0,  # a choice from a list, not prose
+            max_tokens=20,
+            cache_dir=Path(config.cache_dir) if config.cache_dir else out_dir / "lmm_cache",
+            prompt_version=prompts.version,
+            send_facts=config.send_facts if config.send_facts is not None else facts_by_default(config.base_url),
+        )
+        outcomes = source.name_objects(LMMClient(settings), config.categories, progress=progress, prompts=prompts)
+    write_calls_parquet([o.result for o in outcomes], calls_path)
+    return dict(Counter(o.status for o in outcomes))
