@@ -54,7 +54,7 @@ def use_sdpa(image_encoder: Any) -> int:
     n = 0
     for module in image_encoder.modules():
         if isinstance(module, Attention) and not getattr(module, "_geopixeld_sdpa", False):
-            module.forward = types.MethodType(sdpa_forward, module)  # type: ignore[method-assign]
+            module.forward = types.MethodType(sdpa_forward, module)
             module._geopixeld_sdpa = True
             n += 1
     return n
