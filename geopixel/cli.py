@@ -100,11 +100,19 @@ def bench_cmd(
     config: Path | None = typer.Option(None, help="model YAML (default geopixel/configs/geopixel_7b.yaml)"),
     tokens: int = typer.Option(8192, help="sequence length"),
     steps: int = typer.Option(5, help="timed steps after warm-up"),
+    checkpointing: str = typer.Option("both", help="LM activation checkpointing: both (on, then off), on or off"),
 ) -> None:
-    """Step time and model TFLOP/s of the GeoPixel-scale model on one CUDA GPU (random weights)."""
+    """Step time and model TFLOP/s of the GeoPixel-scale model on one CUDA GPU (random weights).
+
+    Model FLOPs are the work a step needs (counted without recomputation), reported against the reference
+    H200 peak (775 bf16 TFLOP/s) and the bf16 matmul rate measured in the same run.
+    """
     from geopixel.bench import run_bench
 
-    typer.echo(run_bench(config, tokens, steps))
+    settings = {"both": (True, False), "on": (True,), "off": (False,)}
+    if checkpointing not in settings:
+        raise typer.BadParameter("checkpointing must be both, on or off")
+    typer.echo(run_bench(config, tokens, steps, checkpointing=settings[checkpointing]))
 
 
 def main() -> None:

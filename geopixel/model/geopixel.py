@@ -122,8 +122,22 @@ class GeoPixelModel(nn.Module):
                     p.data = p.data.to(dtype)
         gc = self.cfg.gradient_checkpointing
         if gc == "on" or (gc == "auto" and device.type == "cuda"):
-            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            self.llm.config.use_cache = False
+            self.set_checkpointing(True)
+
+    def set_checkpointing(self, on: bool) -> None:
+        """Activation (gradient) checkpointing of the LM's layers on or off; non-reentrant."""
+        llm = self.llm
+        kwargs = {"use_reentrant": False}
+        if hasattr(llm, "activation_checkpointing_enable"):  # transformers ≥ 5 name; the old one warns
+            if on:
+                llm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                llm.activation_checkpointing_disable()
+        elif on:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
+            llm.gradient_checkpointing_disable()
+        llm.config.use_cache = False
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """``(name, parameter)`` of everything the optimiser updates, in a fixed order."""
