@@ -3,12 +3,14 @@
 ``SamMasker`` differs from segment-anything's ``SamPredictor`` (one image at a time, fp32) in what it
 batches, not in what it computes:
 
-1. Each tile is resized with ``ResizeLongestSide`` (long side → the encoder's input size), normalised
-   and padded by ``Sam.preprocess``, and ``batch_size`` tiles go through the image encoder together.
+1. Each tile is resized with ``ResizeLongestSide`` (long side → the encoder's input size; the next batch
+   is resized in a worker thread while the device works on the current one), normalised and padded by
+   ``Sam.preprocess``, and ``batch_size`` tiles go through the image encoder together.
 2. For each tile, all of its prompts (every box, or ``points_per_batch`` grid points) go through the
    prompt encoder and mask decoder in one call, reusing the tile's embedding.
 3. Low-resolution logits are upsampled to the tile in chunks of ``decode_chunk`` masks (memory stays
-   bounded on 4096² tiles) and cropped to each mask's extent (``LocalMask``) before leaving the device.
+   bounded on 4096² tiles) and cropped to each mask's extent (``LocalMask``) on the device; the crops
+   leave it in one transfer.
 
 On CUDA the encoder and decoder run under ``torch.autocast(dtype=torch.bfloat16)`` (``bf16=True``);
 logits are upsampled and thresholded in float32. With ``sdpa=True`` (default) the image encoder's
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,23 +103,44 @@ class SamMasker:
 
     # -- encoder ---------------------------------------------------------------------------------
 
-    def _preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """``H×W×3`` uint8 → normalised, padded ``3×S×S`` float tensor on the device, and the resized size."""
-        _check_image(image)
-        resized = self.transform.apply_image(image)
-        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).float()
-        return self.model.preprocess(tensor), (int(resized.shape[0]), int(resized.shape[1]))
+    def _resize_all(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each ``H×W×3`` uint8 image resized so its long side is the encoder's input size (host side)."""
+        for image in images:
+            _check_image(image)
+        return [self.transform.apply_image(image) for image in images]
+
+    def _prefetch(self, groups: Sequence[Sequence[np.ndarray]]) -> Iterator[list[np.ndarray]]:
+        """The resized images of each group, in order; the next group is resized in a worker thread while
+        the caller works on the current one (PIL releases the GIL), so host resizing overlaps device work."""
+        if not groups:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam-resize") as pool:
+            future = pool.submit(self._resize_all, groups[0])
+            for k in range(len(groups)):
+                current = future.result()
+                if k + 1 < len(groups):
+                    future = pool.submit(self._resize_all, groups[k + 1])
+                yield current
+
+    def _encode_resized(self, resized: Sequence[np.ndarray], originals: Sequence[np.ndarray]) -> list[EncodedImage]:
+        """One encoder call over already-resized images (normalised and padded by ``Sam.preprocess``)."""
+        if not resized:
+            return []
+        batch = [self.model.preprocess(torch.as_tensor(r, device=self.device).permute(2, 0, 1).float()) for r in resized]
+        with self._autocast():
+            embeddings = self.model.image_encoder(torch.stack(batch))
+        return [
+            EncodedImage(emb[None], (int(r.shape[0]), int(r.shape[1])), (int(o.shape[0]), int(o.shape[1])))
+            for r, o, emb in zip(resized, originals, embeddings, strict=True)
+        ]
 
     @torch.inference_mode()
     def encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
         """Image embeddings, ``batch_size`` images per encoder call."""
+        parts = [list(images[part]) for part in _chunks(len(images), self.config.batch_size)]
         out: list[EncodedImage] = []
-        for part in _chunks(len(images), self.config.batch_size):
-            batch = [self._preprocess(img) for img in images[part]]
-            with self._autocast():
-                embeddings = self.model.image_encoder(torch.stack([b[0] for b in batch]))
-            for (_, input_size), image, emb in zip(batch, images[part], embeddings, strict=True):
-                out.append(EncodedImage(emb[None], input_size, (int(image.shape[0]), int(image.shape[1]))))
+        for group, resized in zip(parts, self._prefetch(parts), strict=True):
+            out.extend(self._encode_resized(resized, group))
         return out
 
     # -- decoder ---------------------------------------------------------------------------------
@@ -160,14 +184,38 @@ class SamMasker:
         return logits[:, 0]
 
     def _to_local(self, masks: torch.Tensor) -> list[LocalMask]:
-        """``N×H×W`` bool on the device → tight crops on the CPU.
+        """``N×H×W`` bool on the device → tight crops on the CPU (empty masks → ``0×0`` at the origin).
 
-        Each crop is copied: a view would keep the whole ``N×H×W`` chunk alive as long as one mask lives.
+        Extents are found on the device; the crops are packed into one buffer and copied to the host in
+        one transfer, so only the masks' own pixels cross the bus (not ``N×H×W``), and the host does no
+        per-pixel work. Each crop owns its memory (no view keeps a large buffer alive).
         """
-        out = []
-        for a in masks.cpu().numpy():
-            m = LocalMask(0, 0, a).tight()
-            out.append(LocalMask(m.x0, m.y0, m.array.copy()))
+        n, h, w = masks.shape
+        if n == 0:
+            return []
+        rows, cols = masks.any(dim=2), masks.any(dim=1)  # N×H, N×W
+        ys = torch.arange(h, device=masks.device)
+        xs = torch.arange(w, device=masks.device)
+        extent = torch.stack(
+            [
+                rows.any(dim=1).long(),
+                torch.where(cols, xs, w).amin(dim=1),
+                torch.where(rows, ys, h).amin(dim=1),
+                torch.where(cols, xs, -1).amax(dim=1),
+                torch.where(rows, ys, -1).amax(dim=1),
+            ],
+            dim=1,
+        ).tolist()  # the one synchronisation
+        pieces = [masks[i, y0 : y1 + 1, x0 : x1 + 1].reshape(-1) for i, (ok, x0, y0, x1, y1) in enumerate(extent) if ok]
+        flat = torch.cat(pieces).cpu().numpy() if pieces else np.zeros(0, dtype=bool)
+        out, pos = [], 0
+        for ok, x0, y0, x1, y1 in extent:
+            if not ok:
+                out.append(LocalMask(0, 0, np.zeros((0, 0), dtype=bool)))
+                continue
+            size = (y1 - y0 + 1) * (x1 - x0 + 1)
+            out.append(LocalMask(x0, y0, flat[pos : pos + size].reshape(y1 - y0 + 1, x1 - x0 + 1).copy()))
+            pos += size
         return out
 
     @torch.inference_mode()
@@ -187,11 +235,12 @@ class SamMasker:
         results: list[list[MaskPrediction]] = []
         offset = self.config.thresholds.stability_offset
         threshold = self.model.mask_threshold
-        for part in _chunks(len(images), self.config.batch_size):
-            idx = range(part.start, part.stop)
-            need = [i for i in idx if len(arrays[i])]
-            encoded = dict(zip(need, self.encode([images[i] for i in need]), strict=True))
-            for i in idx:
+        parts = list(_chunks(len(images), self.config.batch_size))
+        needs = [[i for i in range(part.start, part.stop) if len(arrays[i])] for part in parts]
+        groups = [[images[i] for i in need] for need in needs]
+        for part, need, group, resized in zip(parts, needs, groups, self._prefetch(groups), strict=True):
+            encoded = dict(zip(need, self._encode_resized(resized, group), strict=True))
+            for i in range(part.start, part.stop):
                 preds: list[MaskPrediction] = []
                 if i in encoded:
                     enc = encoded[i]
@@ -229,8 +278,9 @@ class SamMasker:
         threshold = self.model.mask_threshold
         grid = build_point_grid(settings.points_per_side)
         results: list[list[MaskPrediction]] = []
-        for part in _chunks(len(images), self.config.batch_size):
-            for enc in self.encode(images[part]):
+        groups = [list(images[part]) for part in _chunks(len(images), self.config.batch_size)]
+        for group, resized in zip(groups, self._prefetch(groups), strict=True):
+            for enc in self._encode_resized(resized, group):
                 h, w = enc.original_size
                 points = grid * np.array([[w, h]], dtype=np.float64)
                 kept: list[MaskPrediction] = []

@@ -64,3 +64,25 @@ def test_masker_switches_only_when_asked(tiny_checkpoint: object) -> None:
     assert not any(getattr(m, "_geopixeld_sdpa", False) for m in off.model.image_encoder.modules())
     on = SamMasker.from_config(SamConfig(checkpoint=tiny_checkpoint, device="cpu"))
     assert sum(getattr(m, "_geopixeld_sdpa", False) for m in on.model.image_encoder.modules()) == 2
+
+
+def test_device_side_crops_equal_host_crops(tiny_masker: object) -> None:
+    """Masks leave the device as tight crops; the same crops ``LocalMask.tight`` cuts on the host."""
+    import numpy as np
+
+    from pipeline.rle import LocalMask
+
+    rng = np.random.default_rng(3)
+    masks = np.zeros((6, 40, 50), dtype=bool)
+    masks[0, 5:9, 7:20] = True
+    masks[1] = rng.random((40, 50)) > 0.7  # scattered pixels
+    masks[3, 39, 49] = True  # one corner pixel
+    masks[4, :, :] = True  # everything
+    masks[5, 10:12, 0] = True  # on the left edge; masks[2] stays empty
+    crops = tiny_masker._to_local(torch.as_tensor(masks))  # type: ignore[attr-defined]
+    assert len(crops) == 6
+    for got, full in zip(crops, masks, strict=True):
+        want = LocalMask(0, 0, full).tight()
+        assert (got.x0, got.y0, got.array.shape) == (want.x0, want.y0, want.array.shape)
+        assert np.array_equal(got.array, want.array) and got.array.flags.owndata
+    assert tiny_masker._to_local(torch.zeros((0, 4, 4), dtype=torch.bool)) == []  # type: ignore[attr-defined]
