@@ -10,7 +10,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint bench serve down clean
+.PHONY: setup demo test lint bench bench-gpu serve down clean
 
 $(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) -m pipeline.bench
+
+# The CUDA benchmarks alone (SAM: ours vs SamPredictor; GeoPixel training step), for a GPU machine.
+bench-gpu: $(DEV_STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/device_bench.sh
 
 # A local Prefect server (SQLite under .prefect/), the work pool, the lmm-api limit, the deployments and a
 # worker, all on 127.0.0.1; `make down` stops them by PID.

@@ -22,10 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict
-
-from pipeline.export.formats import GCG_QUESTIONS
 
 from .model.config import GeoPixelConfig
 from .model.hd import hd_views, sam_view, tokens_per_side, visual_token_count
@@ -78,6 +75,8 @@ class Example:
 
 def decode_masks(rles: Sequence[dict[str, Any]], height: int, width: int) -> np.ndarray:
     """``(n, H, W)`` bool masks from COCO RLEs (``counts`` str or bytes)."""
+    from pycocotools import mask as mask_utils  # on first use: the benchmark's synthetic batch needs none
+
     out = np.zeros((len(rles), height, width), dtype=bool)
     for k, r in enumerate(rles):
         counts = r["counts"].encode() if isinstance(r["counts"], str) else r["counts"]
@@ -106,6 +105,8 @@ class GCGProcessor:
     def question(self, sample_id: str) -> str:
         if self.data.question is not None:
             return self.data.question
+        from pipeline.export.formats import GCG_QUESTIONS
+
         # the rule write_geopixel uses, so a sample gets the question of its GeoPixel-format export
         return GCG_QUESTIONS[int.from_bytes(sample_id.encode()[-2:], "big") % len(GCG_QUESTIONS)]
 

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
+
+
+def _coco() -> Any:
+    """pycocotools' mask module, imported on first use (LocalMask needs none of it)."""
+    from pycocotools import mask
+
+    return mask
 
 
 @dataclass
@@ -82,13 +88,13 @@ def encode_local(mask: LocalMask, height: int, width: int) -> dict[str, Any]:
         full_idx = idx[(n % 2 == 1) & (idx < height * width)]
         bounds = np.concatenate(([0], full_idx, [height * width]))
         counts = np.diff(bounds).astype(np.int64).tolist()
-    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    rle = _coco().frPyObjects({"size": [height, width], "counts": counts}, height, width)
     return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
 
 
 def encode_full(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of a full-size ``H×W`` bool mask."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = _coco().encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
@@ -96,13 +102,13 @@ def decode(rle: dict[str, Any]) -> np.ndarray:
     """Full-size bool mask from a COCO RLE (compressed string or bytes counts)."""
     counts = rle["counts"]
     obj = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(obj).astype(bool)
+    return _coco().decode(obj).astype(bool)
 
 
 def area(rle: dict[str, Any]) -> int:
     counts = rle["counts"]
     obj = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return int(mask_utils.area(obj))
+    return int(_coco().area(obj))
 
 
 def merge(rles: list[dict[str, Any]]) -> dict[str, Any]:
@@ -111,5 +117,5 @@ def merge(rles: list[dict[str, Any]]) -> dict[str, Any]:
         {"size": list(r["size"]), "counts": r["counts"].encode("ascii") if isinstance(r["counts"], str) else r["counts"]}
         for r in rles
     ]
-    merged = mask_utils.merge(objs, intersect=False)
+    merged = _coco().merge(objs, intersect=False)
     return {"size": [int(merged["size"][0]), int(merged["size"][1])], "counts": merged["counts"].decode("ascii")}

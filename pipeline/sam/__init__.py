@@ -17,30 +17,45 @@ torch is optional: importing this package never imports it. ``SamMasker``, ``get
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .auto import SamAutoAnnotations, deduplicate
-from .boxes import refine_batches, refine_tiles_with_boxes, refine_with_boxes
-from .config import AutoMaskConfig, QualityThresholds, SamConfig
-from .errors import CheckpointError, SamError, SamUnavailableError, require_sam
-from .model import SAM_SPECS, SamModelInfo, check_checkpoint, load_sam, sam_model_registry
-from .naming import name_objects, name_tile_instances
-from .quality import MaskQuality
-from .types import AutoMasker, BoxMasker, MaskPrediction
-
 if TYPE_CHECKING:
+    from .auto import SamAutoAnnotations, deduplicate
+    from .boxes import refine_batches, refine_tiles_with_boxes, refine_with_boxes
+    from .config import AutoMaskConfig, QualityThresholds, SamConfig, SamNamingConfig
+    from .errors import CheckpointError, SamError, SamUnavailableError, require_sam
     from .masker import SamMasker, get_masker
+    from .model import SAM_SPECS, SamModelInfo, check_checkpoint, load_sam, sam_model_registry
+    from .naming import name_objects, name_tile_instances
+    from .quality import MaskQuality
+    from .types import AutoMasker, BoxMasker, MaskPrediction
 
-_LAZY = {"SamMasker", "get_masker"}
+# Names are imported on first use, so that importing one module of this package (the benchmark on a
+# bare GPU machine, say) does not import them all (rasterio, shapely, ...).
+_WHERE = {
+    "SamAutoAnnotations": "auto", "deduplicate": "auto",
+    "refine_batches": "boxes", "refine_tiles_with_boxes": "boxes", "refine_with_boxes": "boxes",
+    "AutoMaskConfig": "config", "QualityThresholds": "config", "SamConfig": "config", "SamNamingConfig": "config",
+    "CheckpointError": "errors", "SamError": "errors", "SamUnavailableError": "errors", "require_sam": "errors",
+    "SamMasker": "masker", "get_masker": "masker",
+    "SAM_SPECS": "model", "SamModelInfo": "model", "check_checkpoint": "model", "load_sam": "model",
+    "sam_model_registry": "model",
+    "name_objects": "naming", "name_tile_instances": "naming",
+    "MaskQuality": "quality",
+    "AutoMasker": "types", "BoxMasker": "types", "MaskPrediction": "types",
+}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        require_sam()
-        from . import masker
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module == "masker":
+        from .errors import require_sam
 
-        return getattr(masker, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        require_sam()
+    return getattr(import_module(f".{module}", __name__), name)
 
 
 __all__ = [
@@ -57,6 +72,7 @@ __all__ = [
     "SamError",
     "SamMasker",
     "SamModelInfo",
+    "SamNamingConfig",
     "SamUnavailableError",
     "deduplicate",
     "get_masker",
