@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
+from pydantic import Field
 from tqdm import tqdm
 
 from . import validate, vocab
@@ -31,52 +31,36 @@ from .lmm.client import LMMClient
 from .lmm.pricing import RunTotals, load_price_table
 from .lmm.records import write_calls_parquet
 from .lmm.server import running_offline_server
-from .lmm.types import OFFLINE_MODEL, LMMRequest, LMMResult, LMMSettings, facts_by_default
+from .lmm.types import OFFLINE_MODEL, EndpointConfig, LMMRequest, LMMResult, LMMSettings
 from .prompts import PromptSet, load_prompt_set
 from .rle import merge
 from .tables import SAMPLES_SCHEMA, write_table
 
 
-class DescribeConfig(BaseModel):
+class DescribeConfig(EndpointConfig):
     """Settings of the describe stage (the CLI's options).
 
     Attributes:
-        base_url: OpenAI-compatible endpoint; ``None`` starts the offline describer on loopback.
-        model: model name (default: the offline describer's).
-        api_key_env: environment variable holding the API key (never logged or written).
-        concurrency: requests in flight at once.
-        timeout_s, max_retries: per-request timeout and retries on 429/5xx/timeouts.
-        prompts: prompt set name (under ``prompts/``) or folder; its version is recorded on outputs.
+        (endpoint): ``base_url``, ``model``, ``api_key_env``, ``concurrency``, ``timeout_s``,
+            ``max_retries``, ``prompts``, ``cache_dir`` (default ``DIR/lmm_cache``), ``send_facts``: see
+            :class:`~pipeline.lmm.types.EndpointConfig`.
+        backoff_base_s: first retry's back-off (doubling, with jitter).
         metric_priors: use the instance prompt with measured size and orientation when the GSD is known.
         phrase_naming: ``indexed`` (``tennis court-1``, as GeoPixelD) or ``noun`` (the sentence's words).
         detail: image detail level sent with images.
-        cache_dir: persistent response cache (default ``DIR/lmm_cache``).
+        temperature, max_tokens: sampling temperature and answer length limit.
         batch_tiles: tiles described per batch (bounds memory: images of a batch are held at once).
         prices_file: price table for cost estimates.
     """
 
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(8, ge=1, le=1024)
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(5, ge=0)
     backoff_base_s: float = Field(0.5, ge=0)
-    prompts: str | None = None
     metric_priors: bool = False
     phrase_naming: str = "indexed"
     detail: str = "auto"
     temperature: float = 0.2
     max_tokens: int = 300
-    cache_dir: str | None = None
     batch_tiles: int = Field(32, ge=1)
     prices_file: str | None = None
-    send_facts: bool | None = None
-
-    def facts_enabled(self) -> bool:
-        """Measured facts travel as an extra request field that the offline describer reads; the OpenAI
-        API itself rejects unknown fields. Default: send them only to a server on this machine."""
-        return self.send_facts if self.send_facts is not None else facts_by_default(self.base_url)
 
 
 @dataclass
@@ -295,21 +279,15 @@ def _group(rows: list[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any
 
 
 def _settings(config: DescribeConfig, data: Path, base_url: str, prompt_version: str) -> LMMSettings:
-    return LMMSettings(
-        base_url=base_url,
-        model=config.model or OFFLINE_MODEL,
-        api_key_env=config.api_key_env,
-        concurrency=config.concurrency,
-        timeout_s=config.timeout_s,
-        max_retries=config.max_retries,
+    return config.lmm_settings(
+        base_url,
+        data / "lmm_cache",
+        prompt_version,
         backoff_base_s=config.backoff_base_s,
         temperature=config.temperature,
         max_tokens=config.max_tokens,
         detail=config.detail,
-        cache_dir=Path(config.cache_dir) if config.cache_dir else data / "lmm_cache",
-        prompt_version=prompt_version,
         prices_file=Path(config.prices_file) if config.prices_file else None,
-        send_facts=config.facts_enabled(),
     )
 
 

@@ -160,3 +160,49 @@ class LMMSettings(BaseModel):
 
 
 __all__ = ["DEFAULT_BASE_URL", "OFFLINE_MODEL", "LMMRequest", "LMMResult", "LMMSettings", "Status"]
+
+
+class EndpointConfig(BaseModel):
+    """Which OpenAI-compatible endpoint a stage asks, and how (shared by describe and SAM naming).
+
+    Attributes:
+        base_url: the endpoint; ``None`` starts the embedded offline describer on 127.0.0.1.
+        model: model name (default: the offline describer's).
+        api_key_env: environment variable holding the API key (never logged or written).
+        concurrency: requests in flight at once.
+        timeout_s, max_retries: per-request timeout and retries on 429/5xx/timeouts.
+        prompts: prompt set name (under ``prompts/``) or folder; its version is recorded on outputs.
+        cache_dir: persistent response cache (default: the stage's ``lmm_cache`` folder).
+        send_facts: send measured facts as an extra body field (default: only to loopback servers).
+    """
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(8, ge=1, le=1024)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    prompts: str | None = None
+    cache_dir: str | None = None
+    send_facts: bool | None = None
+
+    def facts_enabled(self) -> bool:
+        """Measured facts travel as an extra request field that the offline describer reads; the OpenAI
+        API itself rejects unknown fields. Default: send them only to a server on this machine."""
+        return self.send_facts if self.send_facts is not None else facts_by_default(self.base_url)
+
+    def lmm_settings(self, base_url: str, default_cache_dir: Path, prompt_version: str, **more: Any) -> LMMSettings:
+        """Client settings for this endpoint at ``base_url`` (the resolved one); ``more``: other
+        ``LMMSettings`` fields (temperature, answer length, ...)."""
+        return LMMSettings(
+            base_url=base_url,
+            model=self.model or OFFLINE_MODEL,
+            api_key_env=self.api_key_env,
+            concurrency=self.concurrency,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            cache_dir=Path(self.cache_dir) if self.cache_dir else default_cache_dir,
+            prompt_version=prompt_version,
+            send_facts=self.facts_enabled(),
+            **more,
+        )

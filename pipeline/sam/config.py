@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..lmm.types import EndpointConfig
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -74,33 +76,21 @@ class AutoMaskConfig(BaseModel):
     category: str = "object"
 
 
-class SamNamingConfig(BaseModel):
+class SamNamingConfig(EndpointConfig):
     """Naming automatic masks with an LMM (the ``category`` prompt tier, :mod:`pipeline.sam.naming`).
 
     Attributes:
         categories: the allowed category names; an answer outside the list never renames an object.
-        base_url: OpenAI-compatible endpoint; ``None`` starts the embedded offline describer on 127.0.0.1
-            (which sees no appearance, so it answers ``unknown``: useful to test the wiring, not to name).
-        model: model name (default: the offline describer's).
-        api_key_env: environment variable holding the API key (never logged or written).
-        concurrency, timeout_s, max_retries: as for describe.
-        prompts: prompt set (name or folder) whose ``category`` template is used.
-        cache_dir: response cache (default ``OUT/lmm_cache``, shared with describe).
-        send_facts: send measured facts as an extra body field (default: only to loopback servers).
+        (endpoint): ``base_url`` (``None``: the embedded offline describer on 127.0.0.1, which sees no
+            appearance and answers ``unknown``: useful to test the wiring, not to name), ``model``,
+            ``api_key_env``, ``concurrency``, ``timeout_s``, ``max_retries``, ``prompts`` (whose
+            ``category`` template is used), ``cache_dir`` (default ``OUT/lmm_cache``, shared with describe),
+            ``send_facts``: see :class:`~pipeline.lmm.types.EndpointConfig`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     categories: list[str] = Field(min_length=1)
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(8, ge=1, le=1024)
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(5, ge=0)
-    prompts: str | None = None
-    cache_dir: str | None = None
-    send_facts: bool | None = None
 
     @field_validator("categories")
     @classmethod

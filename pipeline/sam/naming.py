@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from PIL import Image
 
-from ..lmm.types import OFFLINE_MODEL, LMMRequest, LMMResult, LMMSettings, facts_by_default
+from ..lmm.types import LMMRequest, LMMResult
 from ..marks import Mark, draw_marks, font_size_for, place_marks
 from ..prompts import PromptSet, load_prompt_set
 from ..records import TileInstance
@@ -293,19 +293,8 @@ def name_auto_objects(
     prompts = load_prompt_set(config.prompts)
     with contextlib.ExitStack() as stack:
         base_url = config.base_url or stack.enter_context(running_offline_server())
-        settings = LMMSettings(
-            base_url=base_url,
-            model=config.model or OFFLINE_MODEL,
-            api_key_env=config.api_key_env,
-            concurrency=config.concurrency,
-            timeout_s=config.timeout_s,
-            max_retries=config.max_retries,
-            temperature=0.0,  # a choice from a list, not prose
-            max_tokens=20,
-            cache_dir=Path(config.cache_dir) if config.cache_dir else out_dir / "lmm_cache",
-            prompt_version=prompts.version,
-            send_facts=config.send_facts if config.send_facts is not None else facts_by_default(config.base_url),
-        )
+        # a choice from a list, not prose: no sampling, a short answer
+        settings = config.lmm_settings(base_url, out_dir / "lmm_cache", prompts.version, temperature=0.0, max_tokens=20)
         outcomes = source.name_objects(LMMClient(settings), config.categories, progress=progress, prompts=prompts)
     write_calls_parquet([o.result for o in outcomes], calls_path)
     return dict(Counter(o.status for o in outcomes))
