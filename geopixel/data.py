@@ -74,16 +74,15 @@ class Example:
 
 
 def decode_masks(rles: Sequence[dict[str, Any]], height: int, width: int) -> np.ndarray:
-    """``(n, H, W)`` bool masks from COCO RLEs (``counts`` str or bytes)."""
-    from pycocotools import mask as mask_utils  # on first use: the benchmark's synthetic batch needs none
+    """``(n, H, W)`` bool masks from COCO RLEs (``counts`` str or bytes); :func:`pipeline.rle.decode`."""
+    from pipeline.rle import decode  # on first use: the benchmark's synthetic batch needs none
 
     out = np.zeros((len(rles), height, width), dtype=bool)
     for k, r in enumerate(rles):
-        counts = r["counts"].encode() if isinstance(r["counts"], str) else r["counts"]
-        m = mask_utils.decode({"size": [int(v) for v in r["size"]], "counts": counts})
-        if m.shape != (height, width):
-            raise ValueError(f"mask {k} is {m.shape[0]}×{m.shape[1]}, image is {height}×{width}")
-        out[k] = m.astype(bool)
+        try:
+            out[k] = decode(r, (height, width))
+        except ValueError as exc:
+            raise ValueError(f"mask {k}: {exc}") from None
     return out
 
 

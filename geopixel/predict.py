@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,13 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from pipeline import gcg
+
 from .data import GCGProcessor
 from .model.hd import plan_grid, tokens_per_side, visual_token_count
 from .train import TrainConfig, build, frozen_fingerprint
 
-_PHRASE_BEFORE = re.compile(r"<p>\s*(.*?)\s*</p>\s*$", re.S)
-
-
-def seg_phrases(text: str) -> list[str]:
-    """The phrase of every ``[SEG]`` of a generated caption, in order (``""`` when none precedes it)."""
-    out = []
-    for m in re.finditer(r"\[SEG\]", text):
-        before = _PHRASE_BEFORE.search(text[: m.start()])
-        out.append(before.group(1) if before else "")
-    return out
+seg_phrases = gcg.seg_phrases  # the phrase of every [SEG] of a generated caption ("" when none)
 
 
 def load_trainable(model: Any, checkpoint: str | Path) -> dict[str, Any]:

@@ -3,20 +3,16 @@
 A ``GroundedSentence`` is one sentence with at most one grounded object (an instance or a cluster);
 ``assemble`` joins holistic and grounded sentences into the GeoPixelD caption and derives, from that
 one string, everything downstream needs: the plain caption, each phrase's character span in it, and
-the masks in ``[SEG]`` order. ``parse_gcg`` reads any GCG text back (the review app's fixes too).
+the masks in ``[SEG]`` order. The markup itself (parsing, rendering, checks) lives in :mod:`pipeline.gcg`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import vocab
+from . import gcg, vocab
 
-SEG = "[SEG]"
-# GeoPixel's own inference regex, with the opening tag.
-PHRASE_RE = re.compile(r"<p>\s*(.*?)\s*</p>\s*\[SEG\]")
 PHRASE_NAMING = ("indexed", "noun")
 
 
@@ -56,7 +52,7 @@ def ground_sentence(s: GroundedSentence, naming: str = "indexed") -> tuple[str, 
         phrase = f"{name}-{s.index}"
     else:
         phrase = s.text[span[0] : span[1]] if span else name
-    marked = f"<p> {phrase} </p> {SEG}"
+    marked = gcg.render_phrase(phrase)
     if span:
         return s.text[: span[0]] + marked + s.text[span[1] :], True
     where = f" at the {s.position}" if s.position else ""
@@ -75,26 +71,6 @@ class Assembled:
     masks: list[dict[str, Any]]
 
 
-def parse_gcg(gcg: str) -> tuple[str, list[tuple[str, int, int]]]:
-    """Plain caption and ``(phrase, start, end)`` spans in it, in ``[SEG]`` order."""
-    out: list[str] = []
-    spans: list[tuple[str, int, int]] = []
-    pos = 0
-    length = 0
-    for m in PHRASE_RE.finditer(gcg):
-        before = gcg[pos : m.start()]
-        out.append(before)
-        length += len(before)
-        phrase = m.group(1)
-        spans.append((phrase, length, length + len(phrase)))
-        out.append(phrase)
-        length += len(phrase)
-        pos = m.end()
-    out.append(gcg[pos:])
-    caption = "".join(out)
-    return caption, spans
-
-
 def assemble(sentences: list[GroundedSentence], naming: str = "indexed") -> Assembled:
     """Join sentences into a GCG caption; phrases and masks come out in ``[SEG]`` order."""
     if naming not in PHRASE_NAMING:
@@ -109,18 +85,16 @@ def assemble(sentences: list[GroundedSentence], naming: str = "indexed") -> Asse
         texts.append(text)
         if s.grounding is not None:
             groundings.append(s.grounding)
-    gcg = " ".join(texts)
-    caption, spans = parse_gcg(gcg)
+    text_gcg = " ".join(texts)
+    parsed = gcg.parse(text_gcg)
+    caption, spans = parsed.caption, parsed.spans
     if len(spans) != len(groundings):  # a response contained its own markup
         raise ValueError(f"caption has {len(spans)} grounded phrases for {len(groundings)} objects")
     phrases = [
         {"text": p, "start": a, "end": b, "instance_ids": g.instance_ids, "category": g.category, "kind": g.kind}
         for (p, a, b), g in zip(spans, groundings, strict=True)
     ]
-    return Assembled(gcg, caption, phrases, [g.mask for g in groundings])
+    return Assembled(text_gcg, caption, phrases, [g.mask for g in groundings])
 
 
-def strip_markup(text: str) -> str:
-    """Remove any GCG markup an LMM answer might contain, so it cannot break the caption's structure."""
-    text = re.sub(r"</?p>", "", text)
-    return " ".join(text.replace(SEG, "").split())
+strip_markup = gcg.strip_markup

@@ -98,24 +98,52 @@ def encode_full(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def decode(rle: dict[str, Any]) -> np.ndarray:
-    """Full-size bool mask from a COCO RLE (compressed string or bytes counts)."""
+def to_coco(rle: Any) -> dict[str, Any]:
+    """A COCO RLE in the form pycocotools' C functions take (``counts`` as bytes).
+
+    Accepts compressed ``counts`` (str or bytes) and uncompressed ones (a list of run lengths). Raises
+    ``ValueError`` naming the problem for anything else.
+    """
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise ValueError(f"not a COCO RLE (needs 'size' and 'counts'): {type(rle).__name__}")
+    try:
+        h, w = (int(v) for v in rle["size"])
+    except (TypeError, ValueError):
+        raise ValueError(f"RLE size must be [height, width], got {rle['size']!r}") from None
     counts = rle["counts"]
-    obj = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return _coco().decode(obj).astype(bool)
+    if isinstance(counts, list):
+        return dict(_coco().frPyObjects({"size": [h, w], "counts": counts}, h, w))
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    if not isinstance(counts, bytes):
+        raise ValueError(f"RLE counts must be a string, bytes or a list, got {type(counts).__name__}")
+    return {"size": [h, w], "counts": counts}
+
+
+def decode(rle: dict[str, Any], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Full-size bool ``H×W`` mask from a COCO RLE (compressed str/bytes or uncompressed list counts).
+
+    Raises ``ValueError`` when the RLE is malformed or, with ``shape`` (H, W), of another size.
+    """
+    obj = to_coco(rle)
+    if shape is not None and tuple(obj["size"]) != tuple(shape):
+        raise ValueError(f"mask is {obj['size'][0]}×{obj['size'][1]}, expected {shape[0]}×{shape[1]}")
+    mask = _coco().decode(obj)
+    return np.asarray(mask, dtype=bool)
 
 
 def area(rle: dict[str, Any]) -> int:
-    counts = rle["counts"]
-    obj = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return int(_coco().area(obj))
+    """Foreground pixel count of a mask."""
+    return int(_coco().area(to_coco(rle)))
+
+
+def iou(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Intersection over union of two masks of the same size."""
+    return float(_coco().iou([to_coco(a)], [to_coco(b)], [0])[0][0])
 
 
 def merge(rles: list[dict[str, Any]]) -> dict[str, Any]:
     """Union of several RLEs of the same size (a cluster's mask)."""
-    objs = [
-        {"size": list(r["size"]), "counts": r["counts"].encode("ascii") if isinstance(r["counts"], str) else r["counts"]}
-        for r in rles
-    ]
+    objs = [to_coco(r) for r in rles]
     merged = _coco().merge(objs, intersect=False)
     return {"size": [int(merged["size"][0]), int(merged["size"][1])], "counts": merged["counts"].decode("ascii")}

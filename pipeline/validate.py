@@ -10,7 +10,8 @@ code                        severity  when
 ``empty_response``          error     the answer is empty
 ``refusal``                 error     the answer refuses or says it cannot see the object
 ``wrong_category``          error     names another category and not the object's own
-``markup_malformed``        error     stray ``<p>``/``</p>``/``[SEG]`` or ``[SEG]`` count ≠ masks
+``markup_*``, ``phrase_empty``  error  malformed ``<p> phrase </p> [SEG]`` markup or ``[SEG]`` count ≠
+                                      masks: the codes of :mod:`pipeline.gcg` (one set for the whole project)
 ``mark_leak``               warning   the answer mentions the mark number
 ``position_contradiction``  warning   says left/right/top/bottom against the position prior
 ``length_out_of_bounds``    warning   fewer or more words than the tier's bounds
@@ -33,8 +34,7 @@ import difflib
 import re
 from typing import Any
 
-from . import vocab
-from .grounding import PHRASE_RE, SEG
+from . import gcg, vocab
 from .sam.naming import FLAG_SEVERITY as NAMING_SEVERITY
 from .sam.quality import FLAG_SEVERITY as SAM_SEVERITY
 
@@ -149,15 +149,9 @@ def check_repeats(sentences: list[str]) -> list[list[dict[str, str]]]:
 
 
 def check_markup(gcg_caption: str, n_masks: int) -> list[dict[str, str]]:
-    """Well-formed ``<p> phrase </p> [SEG]`` groups, nothing stray, one mask per ``[SEG]``."""
-    flags = []
-    rest = PHRASE_RE.sub("", gcg_caption)
-    if "<p>" in rest or "</p>" in rest or SEG in rest:
-        flags.append(flag("markup_malformed", "error", "stray <p>, </p> or [SEG] outside a phrase group"))
-    n_seg = gcg_caption.count(SEG)
-    if n_seg != n_masks:
-        flags.append(flag("markup_malformed", "error", f"{n_seg} [SEG] tokens but {n_masks} masks"))
-    return flags
+    """Well-formed ``<p> phrase </p> [SEG]`` groups, nothing stray, one mask per ``[SEG]``
+    (:func:`pipeline.gcg.markup_problems`)."""
+    return gcg.markup_problems(gcg_caption, n_masks)
 
 
 def summarize_flags(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-MARKUP = re.compile(r"</?p>|\[SEG\]")
+from pipeline.gcg import plain_text
+
 _CLITIC = re.compile(r"(\w)('s|'re|'ve|'ll|'d|'m)\b")
 _NOT = re.compile(r"(\w)(n't)\b")
 _TOKEN = re.compile(r"n't|'[a-z]+|[a-z0-9]+(?:[-./,:'&][a-z0-9]+)*|\S")
@@ -58,10 +59,8 @@ PUNCTUATION = frozenset(["''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--
 
 def strip_markup(text: str) -> str:
     """The caption without ``<p>``, ``</p>`` and ``[SEG]``, whitespace collapsed, spaces before punctuation
-    removed (``tennis court-1 , and`` → ``tennis court-1, and``)."""
-    text = MARKUP.sub(" ", text)
-    text = re.sub(r"\s+", " ", text).strip()
-    return re.sub(r"\s+([,.;:!?])", r"\1", text)
+    removed (``tennis court-1 , and`` → ``tennis court-1, and``); :func:`pipeline.gcg.plain_text`."""
+    return plain_text(text)
 
 
 def tokenize(text: str) -> list[str]:

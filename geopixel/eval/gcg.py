@@ -48,7 +48,6 @@ import contextlib
 import io
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,13 +57,14 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pipeline.gcg import phrase_texts
+
 from .captions import caption_metrics, strip_markup, tokenize
 from .matching import Rle, glamm_greedy_pairs, iou_matrix, match_gt_ious, recall_matches, to_rle
 from .similarity import PhraseSimilarity, get_similarity
 
 KINDS = ("uni", "multi")
 ROWS = ("uni", "multi", "overall")
-PHRASE_MARKUP = re.compile(r"<p>(.*?)</p>\s*\[SEG\]", re.S)
 
 
 @dataclass
@@ -203,7 +203,7 @@ def to_prediction(rec: Mapping[str, Any], image: GTImage) -> Prediction:
     caption = str(rec.get("caption") or "")
     phrases = rec.get("phrases")
     if phrases is None:
-        phrases = [m.strip() for m in PHRASE_MARKUP.findall(caption)]
+        phrases = phrase_texts(caption)
     masks = [to_rle(m, image.height, image.width) for m in rec.get("pred_masks") or []]
     scores = rec.get("scores") or rec.get("pred_scores") or [1.0] * len(masks)
     if len(scores) != len(masks):

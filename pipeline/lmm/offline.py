@@ -167,25 +167,13 @@ def decode_mask(rle: Any, shape: tuple[int, int] | None = None) -> np.ndarray | 
 
     Returns None when ``rle`` is missing or malformed, or when its size differs from ``shape`` (H, W).
     """
-    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
-        return None
-    try:
-        from pycocotools import mask as mask_utils
+    from ..rle import decode
 
-        size = [int(x) for x in rle["size"]]
-        counts = rle["counts"]
-        if isinstance(counts, list):
-            coded = mask_utils.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
-        else:
-            coded = {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        mask = np.asarray(mask_utils.decode(coded), dtype=bool)
+    try:
+        mask = decode(rle, shape)
     except Exception:  # malformed RLE: measure nothing rather than fail the request
         return None
-    if mask.ndim == 3:
-        mask = np.asarray(mask.any(axis=2), dtype=bool)
-    if shape is not None and mask.shape != tuple(shape):
-        return None
-    return mask
+    return np.asarray(mask.any(axis=2), dtype=bool) if mask.ndim == 3 else mask
 
 
 def _box_mask(box: Any, shape: tuple[int, int]) -> np.ndarray | None:

@@ -14,7 +14,7 @@ from scripted_server import scripted_server
 
 from pipeline.config import PrepareConfig
 from pipeline.describe import DescribeConfig, describe
-from pipeline.grounding import PHRASE_RE, parse_gcg
+from pipeline.gcg import PHRASE_RE, parse
 from pipeline.prepare import prepare
 from pipeline.rle import decode
 
@@ -47,7 +47,8 @@ def test_offline_describer_grounds_every_object(tmp_path: Path, isaid_prepared: 
         gcg = s["gcg_caption"]
         assert gcg.count("[SEG]") == len(s["masks"]) == len(s["phrases"])
         assert len(PHRASE_RE.findall(gcg)) == len(s["masks"])
-        caption, spans = parse_gcg(gcg)
+        parsed = parse(gcg)
+        caption, spans = parsed.caption, parsed.spans
         assert caption == s["caption"] and "<p>" not in caption and "[SEG]" not in caption
         for p, (text, a, b) in zip(s["phrases"], spans, strict=True):
             assert caption[p["start"] : p["end"]] == p["text"] == text and (a, b) == (p["start"], p["end"])
