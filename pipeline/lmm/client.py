@@ -12,8 +12,14 @@ returns one :class:`~pipeline.lmm.types.LMMResult` per request, in input order. 
   (back-off sleeps do not hold a slot).
 - **Retries.** On 429, 5xx, timeouts and connection errors: up to ``max_retries`` more attempts, waiting
   ``min(backoff_max_s, backoff_base_s * 2**n)`` with "equal jitter" (half fixed, half random), or the
-  server's ``Retry-After`` / ``retry-after-ms`` when longer (capped at ``backoff_max_s``). Other 4xx answers
-  and malformed bodies are not retried. The openai package's own retries are disabled (``max_retries=0``).
+  server's ``Retry-After`` / ``retry-after-ms`` when longer (capped at ``backoff_max_s``). A 200 whose body is
+  cut short or is not a chat completion (not JSON, no choices) is as transient as a 5xx and retried the
+  same way. Other 4xx answers and an empty answer are not retried. The openai package's own retries are
+  disabled (``max_retries=0``).
+- **Model profiles.** Each request is shaped by the model's profile (:mod:`pipeline.lmm.profiles`): which
+  token-limit field, whether a temperature is sent, image ``detail``, structured outputs. A 400 naming an
+  unsupported parameter ends with a sentence naming the setting to change, and the rest of the batch that
+  would carry the same parameter is not sent (it would fail the same way).
 - **Secrets stay secret.** The API key is read from ``settings.api_key_env`` when a batch starts and is
   handed only to the HTTP client; errors are reported by type and status, never with request headers.
 """
@@ -26,6 +32,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +43,7 @@ from tqdm.auto import tqdm
 
 from .cache import CacheEntry, ResponseCache, cache_key, to_plain_json
 from .pricing import RunTotals, load_price_table
+from .profiles import ModelProfile, ProfileTable, load_profiles, unsupported_parameter_hint
 from .types import LMMRequest, LMMResult, LMMSettings
 
 logger = logging.getLogger(__name__)
@@ -84,19 +92,64 @@ def image_data_url(image_png: bytes) -> str:
 
 
 def build_messages(request: LMMRequest, detail: str) -> list[dict[str, Any]]:
-    """The chat ``messages``: one user turn with the image (given ``detail``) and the prompt text."""
-    return [
-        {
-            "role": "user",
-            "content": [
-                {
-                    "type": "image_url",
-                    "image_url": {"url": image_data_url(request.image_png), "detail": detail},
-                },
-                {"type": "text", "text": request.prompt},
-            ],
-        }
-    ]
+    """The chat ``messages``: one user turn with the image (given ``detail``; ``omit``: no detail field)
+    and the prompt text. A request with no image bytes (the compose tier) is text only."""
+    text_part = {"type": "text", "text": request.prompt}
+    if not request.image_png:
+        return [{"role": "user", "content": [text_part]}]
+    image: dict[str, Any] = {"url": image_data_url(request.image_png)}
+    if detail != "omit":
+        image["detail"] = detail
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": image}, text_part]}]
+
+
+def effective_detail(settings: LMMSettings, profile: ModelProfile) -> str:
+    """The image detail actually sent: the profile's when it sets one, else the settings'."""
+    return profile.detail or settings.detail
+
+
+def build_body(settings: LMMSettings, profile: ModelProfile, request: LMMRequest) -> dict[str, Any]:
+    """The complete chat-completions JSON body of ``request`` (what goes over the wire, also into a Batch
+    API JSONL line): model, messages, the profile's token-limit field, temperature when accepted,
+    ``response_format`` when asked for and supported, the profile's extra fields and the facts."""
+    body: dict[str, Any] = {
+        "model": settings.model,
+        "messages": build_messages(request, effective_detail(settings, profile)),
+        profile.token_field: settings.max_tokens,
+    }
+    if profile.temperature:
+        body["temperature"] = settings.temperature
+    if request.response_format is not None and profile.structured_outputs:
+        body["response_format"] = to_plain_json(request.response_format)
+    body.update(to_plain_json(dict(profile.extra)))
+    if settings.send_facts:
+        body["geopixeld_facts"] = to_plain_json(request.facts)
+    return body
+
+
+def request_key(settings: LMMSettings, profile: ModelProfile, request: LMMRequest) -> str:
+    """The cache key of ``request`` (independent of endpoint, API key and ref).
+
+    For models with the generic profile and requests without ``response_format`` it is exactly the key of
+    earlier versions, so existing caches stay valid.
+    """
+    params = settings.generation_params()
+    material = profile.key_material()
+    if material:
+        params = {**params, "profile": material}
+        if not profile.temperature:
+            params["temperature"] = None  # not sent: the setting does not shape the answer
+    if request.response_format is not None and profile.structured_outputs:
+        params = {**params, "response_format": request.response_format}
+    return cache_key(
+        model=settings.model,
+        params=params,
+        prompt_version=settings.prompt_version,
+        tier=request.tier,
+        prompt=request.prompt,
+        image_png=request.image_png,
+        facts=request.facts,
+    )
 
 
 @dataclass(frozen=True)
@@ -111,7 +164,15 @@ class _Answer:
 
 
 class _BadResponse(Exception):
-    """A 2xx response we cannot use (not JSON, no choices, no text)."""
+    """A 2xx response we cannot use (not JSON, no choices, no text).
+
+    ``retryable``: True when the body itself is broken (cut short, not JSON, no choices), which is as
+    transient as a 5xx; False for a well-formed answer with no text.
+    """
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def parse_chat_response(raw: str, requested_model: str) -> _Answer:
@@ -123,7 +184,7 @@ def parse_chat_response(raw: str, requested_model: str) -> _Answer:
     try:
         body = json.loads(raw)
     except ValueError:
-        raise _BadResponse("malformed response: body is not JSON") from None
+        raise _BadResponse("malformed response: body is not JSON (cut short?)") from None
     if not isinstance(body, dict):
         raise _BadResponse("malformed response: body is not a JSON object")
     choices = body.get("choices")
@@ -134,7 +195,13 @@ def parse_chat_response(raw: str, requested_model: str) -> _Answer:
     if isinstance(content, list):  # some servers return content parts
         content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     if not isinstance(content, str) or not content.strip():
-        raise _BadResponse("empty response: no message content")
+        message = "empty response: no message content"
+        if choices[0].get("finish_reason") == "length":
+            message += (
+                " (the token limit was used up before any answer; reasoning models spend it on hidden "
+                "reasoning: raise --max-tokens)"
+            )
+        raise _BadResponse(message, retryable=False)
     usage_field = body.get("usage")
     usage: dict[str, Any] = usage_field if isinstance(usage_field, dict) else {}
 
@@ -150,8 +217,38 @@ def parse_chat_response(raw: str, requested_model: str) -> _Answer:
     )
 
 
-def _status_error_text(error: openai.APIStatusError) -> str:
-    """``HTTP 400: <server message>``, short, from the status and the body (never from request headers)."""
+_UNSUPPORTED_CODES = ("unsupported_parameter", "unsupported_value")
+_UNSUPPORTED_RE = re.compile(r"unsupported (?:parameter|value)s?:?\s*'?\"?([A-Za-z_.]+)", re.IGNORECASE)
+_EXTRA_FIELD_RE = re.compile(r"(?:extra|unrecognized|unknown)[^'\"]*['\"]([A-Za-z_.]+)['\"]", re.IGNORECASE)
+
+
+def refused_parameter(status: int, body: Any) -> str | None:
+    """The request field a 400 answer says the model does not accept (``max_tokens``, ``temperature``,
+    ``response_format``...), or None when the 400 is about something else.
+
+    Reads OpenAI's ``error.param`` with code ``unsupported_parameter``/``unsupported_value``, the message
+    ``Unsupported parameter: 'max_tokens' ...``, and "extra/unrecognized field 'x'" messages of other servers.
+    """
+    if status != 400:
+        return None
+    inner = body.get("error", body) if isinstance(body, dict) else body
+    message = str(inner.get("message") or inner.get("detail") or "") if isinstance(inner, dict) else ""
+    message = message or str(inner or "")
+    if isinstance(inner, dict):
+        code, param = inner.get("code"), inner.get("param")
+        if code in _UNSUPPORTED_CODES and isinstance(param, str) and param:
+            return param
+    match = _UNSUPPORTED_RE.search(message) or _EXTRA_FIELD_RE.search(message)
+    if match:
+        return match.group(1).strip(".")
+    if "geopixeld_facts" in message:
+        return "geopixeld_facts"
+    return None
+
+
+def _status_error_text(error: openai.APIStatusError, model: str = "", profiles_source: str = "built-in") -> str:
+    """``HTTP 400: <server message>``, short, from the status and the body (never from request headers);
+    for a refused parameter, followed by the setting to change."""
     message = ""
     body = error.body
     if isinstance(body, dict):
@@ -160,8 +257,9 @@ def _status_error_text(error: openai.APIStatusError) -> str:
     elif body is not None:
         message = str(body)
     text = f"HTTP {error.status_code}" + (f": {message[:300]}" if message else "")
-    if error.status_code == 400 and "geopixeld_facts" in message:
-        text += " (this server rejects the extra field; set send_facts=False)"
+    param = refused_parameter(error.status_code, body)
+    if param is not None:
+        text += f" ({unsupported_parameter_hint(param, model, profiles_source)})"
     return text
 
 
@@ -181,20 +279,20 @@ class LMMClient:
             else (ResponseCache(settings.cache_dir) if settings.cache_dir is not None else None)
         )
         self.prices = load_price_table(settings.prices_file)
+        self.profiles: ProfileTable = load_profiles(settings.profiles_file)
+        self.profile: ModelProfile = self.profiles.lookup(settings.model)
         self._rng = random.Random()
+        # request field -> error text, once the model refused that field (HTTP 400): requests carrying it
+        # are not sent any more in this client's life (they would fail the same way)
+        self._refused: dict[str, str] = {}
 
     def key_for(self, request: LMMRequest) -> str:
         """The cache key of ``request`` under these settings (independent of endpoint, API key and ref)."""
-        s = self.settings
-        return cache_key(
-            model=s.model,
-            params=s.generation_params(),
-            prompt_version=s.prompt_version,
-            tier=request.tier,
-            prompt=request.prompt,
-            image_png=request.image_png,
-            facts=request.facts,
-        )
+        return request_key(self.settings, self.profile, request)
+
+    def body_for(self, request: LMMRequest) -> dict[str, Any]:
+        """The chat-completions body of ``request`` under these settings and the model's profile."""
+        return build_body(self.settings, self.profile, request)
 
     def totals(self, results: Sequence[LMMResult]) -> RunTotals:
         """Calls, tokens and estimated cost of ``results`` under this client's price table."""
@@ -333,8 +431,8 @@ class LMMClient:
         attempts = 0
         raw: str | None = None
         error = "not sent"
-        extra_body = {"geopixeld_facts": to_plain_json(request.facts)} if s.send_facts else None
-        messages = build_messages(request, s.detail)
+        body = self.body_for(request)
+        model, messages = body.pop("model"), body.pop("messages")
 
         def result(**fields: Any) -> LMMResult:
             base: dict[str, Any] = {
@@ -357,26 +455,26 @@ class LMMClient:
             return LMMResult(**base)
 
         while True:
-            attempts += 1
             retry_after: float | None = None
             retryable = False
             raw = None
             try:
                 async with semaphore:
+                    refused = next((self._refused[p] for p in body if p in self._refused), None)
+                    if refused is not None:
+                        error = f"not sent: an earlier request failed with {refused}"
+                        return result()
+                    attempts += 1
                     response = await asyncio.wait_for(
                         client.chat.completions.with_raw_response.create(
-                            model=s.model,
-                            messages=messages,  # type: ignore[arg-type]
-                            temperature=s.temperature,
-                            max_tokens=s.max_tokens,
-                            extra_body=extra_body,
+                            model=model, messages=messages, extra_body=body
                         ),
                         timeout=s.timeout_s,
                     )
                     raw = response.text
                 answer = parse_chat_response(raw, s.model)
             except _BadResponse as exc:
-                error = str(exc)
+                error, retryable = str(exc), exc.retryable
             except openai.APITimeoutError:
                 error, retryable = f"timeout after {s.timeout_s:g} s", True
             except asyncio.TimeoutError:
@@ -387,8 +485,11 @@ class LMMClient:
                 retryable = True
             except openai.APIStatusError as exc:
                 raw = exc.response.text if exc.response is not None else None
-                error = _status_error_text(exc)
+                error = _status_error_text(exc, s.model, self.profiles.source)
                 retryable = exc.status_code == 429 or exc.status_code >= 500
+                param = refused_parameter(exc.status_code, exc.body)
+                if param is not None and param in body:
+                    self._refused.setdefault(param, error)
                 retry_after = parse_retry_after(exc.response.headers if exc.response is not None else None)
             except Exception as exc:  # anything else: report it, never stop the batch
                 error = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -432,4 +533,15 @@ class LMMClient:
             await asyncio.sleep(delay)
 
 
-__all__ = ["LMMClient", "backoff_delay", "build_messages", "image_data_url", "parse_retry_after"]
+__all__ = [
+    "LMMClient",
+    "backoff_delay",
+    "build_body",
+    "build_messages",
+    "effective_detail",
+    "image_data_url",
+    "parse_chat_response",
+    "parse_retry_after",
+    "refused_parameter",
+    "request_key",
+]

@@ -2,7 +2,7 @@
 
 One row per :class:`~pipeline.lmm.types.LMMResult`: what was asked (key, ref, tier, prompt version), how it
 went (status, attempts, latency, error, finish reason, whether it came from the cache), what it cost
-(input/output tokens) and what came back (answer text and the raw response body, for auditing). No request
+(input/output tokens, and whether through the Batch API) and what came back (answer text and the raw response body, for auditing). No request
 headers are kept, so the API key can never reach this file.
 """
 
@@ -38,6 +38,7 @@ CALLS_SCHEMA = pa.schema(
         pa.field("prompt_version", pa.string(), nullable=False),
         pa.field("finish_reason", pa.string()),
         pa.field("text", pa.string()),
+        pa.field("batch", pa.bool_(), nullable=False),
     ]
 )
 

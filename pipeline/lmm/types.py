@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,8 @@ class LMMRequest:
         facts: measured facts sent along as ``geopixeld_facts`` (JSON-serialisable; read by the offline
             describer, ignored by ordinary servers). Part of the cache key.
         ref: the caller's label (tile id, tier, instance); carried to the result, NOT part of the cache key.
+        response_format: the chat ``response_format`` to ask for (e.g. a ``json_schema``), None for plain text.
+            Part of the cache key when set; dropped for models whose profile has no structured outputs.
     """
 
     tier: str
@@ -45,6 +48,7 @@ class LMMRequest:
     image_png: bytes
     facts: dict[str, Any] = field(default_factory=dict)
     ref: str = ""
+    response_format: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class LMMResult:
         tier: the request's tier.
         prompt_version: version of the prompt set that produced the prompt.
         finish_reason: the server's ``finish_reason`` (``"length"`` means the answer was cut off).
+        batch: True when the answer came through the Batch API (billed at the batch discount).
     """
 
     ref: str
@@ -86,6 +91,7 @@ class LMMResult:
     tier: str = ""
     prompt_version: str = ""
     finish_reason: str | None = None
+    batch: bool = False
 
     @property
     def ok(self) -> bool:
@@ -144,6 +150,10 @@ class LMMSettings(BaseModel):
     prices_file: Path | None = Field(
         default=None, description="YAML/JSON price table; None uses built-in estimates."
     )
+    profiles_file: Path | None = Field(
+        default=None,
+        description="YAML/JSON model profiles (token-limit field, temperature, detail); None: built-in table.",
+    )
 
     def api_key(self) -> str | None:
         """The API key from the environment, or None when the variable is unset or empty."""
@@ -174,6 +184,7 @@ class EndpointConfig(BaseModel):
         prompts: prompt set name (under ``prompts/``) or folder; its version is recorded on outputs.
         cache_dir: persistent response cache (default: the stage's ``lmm_cache`` folder).
         send_facts: send measured facts as an extra body field (default: only to loopback servers).
+        profiles_file: model request profiles (YAML/JSON, see :mod:`pipeline.lmm.profiles`); None: built-in.
     """
 
     base_url: str | None = None
@@ -185,6 +196,7 @@ class EndpointConfig(BaseModel):
     prompts: str | None = None
     cache_dir: str | None = None
     send_facts: bool | None = None
+    profiles_file: str | None = None
 
     def facts_enabled(self) -> bool:
         """Measured facts travel as an extra request field that the offline describer reads; the OpenAI
@@ -204,5 +216,6 @@ class EndpointConfig(BaseModel):
             cache_dir=Path(self.cache_dir) if self.cache_dir else default_cache_dir,
             prompt_version=prompt_version,
             send_facts=self.facts_enabled(),
+            profiles_file=Path(self.profiles_file) if self.profiles_file else None,
             **more,
         )

@@ -15,9 +15,17 @@ step                answer
 ``400`` ``401``...  that status (any 4xx)
 ``sleep:S``         wait S seconds before answering ``ok`` (longer than the client's timeout)
 ``malformed``       200 with a body that is not JSON
+``truncated``       200 with a chat completion cut in half (Content-Length of the cut body, as a proxy does)
+``cut``             200 announcing the whole body, then the connection closes after half of it
 ``empty``           200 with JSON that has no choices
+``blank``           200 with a choice whose content is empty (``finish_reason: length``)
 ``drop``            close the connection without any response
 ==================  ===========================================================================
+
+With ``server.reasoning = True`` the server behaves like an OpenAI reasoning model before looking at the plan:
+a body with ``max_tokens`` gets 400 ``unsupported_parameter``, a temperature other than 1 gets 400
+``unsupported_value`` (OpenAI's error bodies). With ``server.structured = False`` a ``response_format`` gets
+400 as well.
 
 The plan is server state, not part of the request, so a test can change it between runs without
 changing the requests' cache keys. The server records every request (time, id, attempt number, headers,
@@ -101,28 +109,67 @@ class FaultHandler(BaseHTTPRequestHandler):
             log.in_flight += 1
             log.max_in_flight = max(log.max_in_flight, log.in_flight)
         try:
+            if self._refuse(body):
+                return
             self._answer(step, request_id, body)
         finally:
             with log.lock:
                 log.in_flight -= 1
+
+    def _refuse(self, body: dict[str, Any]) -> bool:
+        """Answer 400 as OpenAI does for a field the model does not accept; True when it did."""
+        problem: tuple[str, str, str] | None = None
+        if self.server.reasoning and "max_tokens" in body:
+            problem = ("max_tokens", "unsupported_parameter",
+                       "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                       "Use 'max_completion_tokens' instead.")  # fmt: skip
+        elif self.server.reasoning and body.get("temperature", 1) != 1:
+            problem = ("temperature", "unsupported_value",
+                       f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
+                       "model. Only the default (1) value is supported.")  # fmt: skip
+        elif not self.server.structured and "response_format" in body:
+            problem = ("response_format", "unsupported_parameter",
+                       "Unsupported parameter: 'response_format' is not supported with this model.")  # fmt: skip
+        if problem is None:
+            return False
+        param, code, message = problem
+        error = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+        self._send(400, json.dumps(error).encode())
+        return True
 
     def _answer(self, step: str, request_id: str, body: dict[str, Any]) -> None:
         kind, _, arg = step.partition(":")
         if kind in ("delay", "sleep"):
             self.server.stopping.wait(float(arg))
             kind = "ok"
+        content = self.server.answers.get(request_id, f"answer {request_id}")
+        payload = {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": self.server.model_name,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
         if kind == "ok":
-            payload = {
-                "id": f"chatcmpl-{request_id}",
-                "object": "chat.completion",
-                "created": 0,
-                "model": self.server.model_name,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": f"answer {request_id}"},
-                     "finish_reason": "stop"}
-                ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            }  # fmt: skip
+            self._send(200, json.dumps(payload).encode())
+        elif kind == "truncated":
+            whole = json.dumps(payload).encode()
+            self._send(200, whole[: len(whole) // 2])
+        elif kind == "cut":
+            whole = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(whole)))
+            self.end_headers()
+            self.wfile.write(whole[: len(whole) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif kind == "blank":
+            payload["choices"] = [{"index": 0, "message": {"role": "assistant", "content": ""},
+                                   "finish_reason": "length"}]  # fmt: skip
             self._send(200, json.dumps(payload).encode())
         elif kind == "429":
             self._error(429, "slow down", {"Retry-After": arg or "1"})
@@ -147,6 +194,9 @@ class FaultServer(ThreadingHTTPServer):
     def __init__(self, model_name: str = "fault-model") -> None:
         super().__init__(("127.0.0.1", 0), FaultHandler)
         self.plan: dict[str, str] = {}
+        self.answers: dict[str, str] = {}  # id -> answer text (default "answer <id>")
+        self.reasoning = False
+        self.structured = True
         self.log = FaultLog()
         self.model_name = model_name
         self.stopping = threading.Event()

@@ -274,8 +274,11 @@ def test_nothing_listening_is_a_connection_error(
     assert result.status == "error" and result.attempts == 3 and "connection error" in (result.error or "")
 
 
-@pytest.mark.parametrize(("step", "message"), [("malformed", "not JSON"), ("empty", "no choices")])
-def test_malformed_bodies_are_errors_without_retry(
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [("malformed", "not JSON"), ("truncated", "not JSON"), ("empty", "no choices"), ("cut", "connection error")],
+)
+def test_broken_200_bodies_are_retried_like_a_5xx(
     step: str,
     message: str,
     fault_server: FaultServer,
@@ -283,12 +286,35 @@ def test_malformed_bodies_are_errors_without_retry(
     make_requests: MakeRequests,
     tmp_path: Path,
 ) -> None:
-    fault_server.plan["a"] = step
+    fault_server.plan.update({"once": f"{step},ok", "always": step})
+    once, always = run(make_settings(fault_server.base_url, max_retries=2), make_requests(["once", "always"]))
+    assert once.ok and once.attempts == 2 and once.text == "answer once"
+    assert always.status == "error" and always.attempts == 3 and message in (always.error or "")
+    assert "gave up after 3 attempts" in (always.error or "")
+    if step != "cut":
+        assert always.raw is not None  # the body is kept for auditing
+    assert fault_server.log.ids().count("always") == 3
+    cached = list((tmp_path / "cache").glob("??/*.json"))
+    assert len(cached) == 1  # only the success; errors are not cached
+
+
+def test_a_cut_body_once_in_20_costs_no_call(
+    fault_server: FaultServer, make_settings: MakeSettings, make_requests: MakeRequests
+) -> None:
+    ids = [f"r{i}" for i in range(40)]
+    fault_server.plan.update({i: "truncated,ok" for i in ids[::20]} | {i: "cut,ok" for i in ids[7::20]})
+    results = run(make_settings(fault_server.base_url, concurrency=8), make_requests(ids))
+    assert all(r.ok for r in results) and fault_server.requests == 44
+
+
+def test_an_empty_answer_is_an_error_without_retry(
+    fault_server: FaultServer, make_settings: MakeSettings, make_requests: MakeRequests
+) -> None:
+    fault_server.plan["a"] = "blank"
     (result,) = run(make_settings(fault_server.base_url), make_requests(["a"]))
-    assert result.status == "error" and result.attempts == 1 and message in (result.error or "")
-    assert result.raw is not None  # the body is kept for auditing
+    assert result.status == "error" and result.attempts == 1 and "empty response" in (result.error or "")
+    assert "raise --max-tokens" in (result.error or "")  # finish_reason "length": the limit ate the answer
     assert fault_server.requests == 1
-    assert not list((tmp_path / "cache").glob("??/*.json"))  # errors are not cached
 
 
 def test_one_bad_request_never_stops_the_batch(
