@@ -2,7 +2,8 @@
 
 ``export(DIR, EXPORT)`` reads ``DIR/samples.parquet`` and ``DIR/tiles.parquet``, applies review
 decisions (rejected samples are left out, fixed ones use the fixed text and masks, every row carries its
-review state), assigns deterministic splits by source image and writes::
+review state; read by :mod:`pipeline.export.decisions` from a Parquet file or the review database),
+assigns deterministic splits by source image and writes::
 
     EXPORT/README.md                           dataset card (HF `configs:` YAML)
     EXPORT/data/{split}-{i:05d}-of-{n:05d}.parquet
@@ -10,24 +11,31 @@ review state), assigns deterministic splits by source image and writes::
     EXPORT/geopixel/GeoPixelD_{split}.json, geopixel/{split}/{tile_id}.json|.png
     EXPORT/glamm/gcg_{split}.json
     EXPORT/export.json                         metadata the release step reads
+
+Everything streams: samples are read a few rows at a time and each format is written as rows arrive
+(Parquet row group by row group, the JSON files as streamed arrays), so memory stays flat as the
+dataset grows. The folder is built under a hidden sibling and renamed into place when complete: a
+missing tile image or a full disk ends in an error naming the file, and nothing half-written is left
+where the release step would read it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .formats import write_coco, write_geopixel, write_glamm
-from .hf import dataset_card, write_shards
+from .atomic import ExportWriteError, MissingTileError, staged_folder, writing
+from .decisions import DecisionsError, ReviewDecisions, open_decisions
+from .formats import CocoWriter, GeoPixelWriter, GlammWriter, PolygonStats
+from .hf import ShardWriter, dataset_card
 from .splits import DEFAULT_SPLITS, assign_splits, read_split_file
 
 FORMATS = ("gcg-parquet", "coco", "geopixel", "glamm")
@@ -60,49 +68,161 @@ class ExportSummary:
         return asdict(self)
 
 
-def load_review(data_dir: Path, decisions: str | Path | None) -> dict[str, dict[str, Any]]:
-    """Decisions by tile id: from a Parquet file, else from the review app's database when present."""
-    table: pa.Table | None = None
-    if decisions:
-        table = pq.read_table(decisions)
-    elif (data_dir / "review.sqlite").exists():
-        try:
-            from annotations.export import load_decisions
-        except ImportError:  # the review app is an optional part
-            return {}
-        table = load_decisions(data_dir)
-    if table is None:
-        return {}
-    return {r["tile_id"]: r for r in table.to_pylist()}
+#: Columns of samples.parquet the exporter reads (read in batches of ``SAMPLE_BATCH`` rows).
+SAMPLE_COLUMNS = ("tile_id", "tile_path", "width", "height", "caption", "gcg_caption", "phrases", "masks", "flags",
+                  "max_severity", "lmm_model", "prompt_version")
+TILE_COLUMNS = ("tile_id", "image_id", "source_path", "width", "height", "crs", "transform", "gsd")
+SAMPLE_BATCH = 16
 
 
-def _image_meta(tiles: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for t in tiles:
-        m = out.setdefault(t["image_id"], {"crs": t["crs"], "xs": [], "ys": [], "source": t["source_path"]})
-        if t["crs"] and t["transform"]:
-            a, b, c, d, e, f = t["transform"]
-            for px, py in ((0, 0), (t["width"], t["height"])):
-                m["xs"].append(a * px + b * py + c)
-                m["ys"].append(d * px + e * py + f)
-    for m in out.values():
-        m["center"] = ((min(m["xs"]) + max(m["xs"])) / 2, (min(m["ys"]) + max(m["ys"])) / 2) if m["xs"] else None
-    return out
+@dataclass(frozen=True)
+class _Tile:
+    image_id: str
+    source_path: str
+    crs: str | None
+    transform: list[float] | None
+    gsd: float | None
 
 
-def _wgs84_bbox(meta: dict[str, dict[str, Any]]) -> list[float] | None:
+@dataclass
+class _Image:
+    crs: str | None
+    bounds: list[float] | None = None  # min x, min y, max x, max y in CRS units
+
+    @property
+    def center(self) -> tuple[float, float] | None:
+        b = self.bounds
+        return ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) if b else None
+
+
+def _read_tiles(data: Path) -> tuple[dict[str, _Tile], dict[str, _Image]]:
+    """Per-tile metadata (no pixels, a few hundred bytes a tile) and per-image CRS extent, in batches."""
+    path = data / "tiles.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{data}: no tiles.parquet — run `geopixeld prepare` first")
+    tiles: dict[str, _Tile] = {}
+    images: dict[str, _Image] = {}
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=list(TILE_COLUMNS)):
+        for t in batch.to_pylist():
+            tiles[t["tile_id"]] = _Tile(t["image_id"], t["source_path"], t["crs"], t["transform"], t["gsd"])
+            m = images.setdefault(t["image_id"], _Image(t["crs"]))
+            if t["crs"] and t["transform"]:
+                a, b, c, d, e, f = t["transform"]
+                for px, py in ((0, 0), (t["width"], t["height"])):
+                    x, y = a * px + b * py + c, d * px + e * py + f
+                    m.bounds = [x, y, x, y] if m.bounds is None else [
+                        min(m.bounds[0], x), min(m.bounds[1], y), max(m.bounds[2], x), max(m.bounds[3], y)]
+    return tiles, images
+
+
+def _wgs84_bbox(images: dict[str, _Image]) -> list[float] | None:
     from rasterio.warp import transform_bounds
 
     boxes = []
-    for m in meta.values():
-        if m["crs"] and m["xs"]:
+    for m in images.values():
+        if m.crs and m.bounds:
             try:
-                boxes.append(transform_bounds(m["crs"], "EPSG:4326", min(m["xs"]), min(m["ys"]), max(m["xs"]), max(m["ys"])))
+                boxes.append(transform_bounds(m.crs, "EPSG:4326", *m.bounds))
             except Exception:  # noqa: BLE001 - an odd CRS only loses the coverage hint
                 continue
     if not boxes:
         return None
     return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+
+
+def _read_png(data: Path, sample: dict[str, Any]) -> bytes:
+    path = data / sample["tile_path"]
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise MissingTileError(
+            f"{path}: tile image of sample {sample['tile_id']} is missing (removed or moved after describe); "
+            "restore it or rerun `geopixeld prepare`, then export again — nothing was written"
+        ) from None
+
+
+class _SplitWriters:
+    """The writers of one split, opened on its first row."""
+
+    def __init__(self, split: str, out: Path, formats: Sequence[str], shard_bytes: int) -> None:
+        self.writers: list[Any] = []
+        self.geopixel: GeoPixelWriter | None = None
+        if "gcg-parquet" in formats:
+            self.writers.append(ShardWriter(split, out / "data", shard_bytes))
+        if "coco" in formats:
+            self.writers.append(CocoWriter(split, out / "coco"))
+        if "geopixel" in formats:
+            self.geopixel = GeoPixelWriter(split, out / "geopixel")
+            self.writers.append(self.geopixel)
+        if "glamm" in formats:
+            self.writers.append(GlammWriter(split, out / "glamm"))
+        self.rows = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        for w in self.writers:
+            w.add(row)
+        self.rows += 1
+
+    def close(self) -> int:
+        """Finish every file; returns the number of files written."""
+        files = sum(len(w.close()) for w in self.writers)
+        return files + (self.geopixel.files if self.geopixel else 0)
+
+    def abort(self) -> None:
+        for w in self.writers:
+            with contextlib.suppress(Exception):
+                w.abort()
+
+
+def _export_rows(
+    data: Path, tiles: dict[str, _Tile], split_of: dict[str, str], review: ReviewDecisions,
+    counts: Counter[str],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(split, row)`` per kept sample, read from samples.parquet a batch at a time."""
+    path = data / "samples.parquet"
+    handle = pq.ParquetFile(path)
+    missing = [c for c in SAMPLE_COLUMNS if c not in handle.schema_arrow.names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} — rerun `geopixeld describe`")
+    for batch in handle.iter_batches(batch_size=SAMPLE_BATCH, columns=list(SAMPLE_COLUMNS)):
+        for s in batch.to_pylist():
+            t = tiles.get(s["tile_id"])
+            if t is None:
+                raise ValueError(f"{path}: sample {s['tile_id']} has no row in {data / 'tiles.parquet'}; "
+                                 "the folder mixes two runs — rerun `geopixeld describe`")
+            d = review.get(s["tile_id"])
+            status = d.status if d else "unreviewed"
+            counts[status] += 1
+            if status == "rejected":
+                continue
+            if status == "fixed":
+                s.update(review.fixed(s["tile_id"]) or {})
+            split = split_of[t.image_id]
+            yield split, {
+                "id": s["tile_id"],
+                "tile_id": s["tile_id"],
+                "image": {"bytes": _read_png(data, s), "path": f"{s['tile_id']}.png"},
+                "width": s["width"],
+                "height": s["height"],
+                "caption": s["caption"],
+                "gcg_caption": s["gcg_caption"],
+                "phrases": s["phrases"],
+                "masks": s["masks"],
+                "categories": [p["category"] for p in s["phrases"]],
+                "crs": t.crs,
+                "transform": t.transform,
+                "gsd": t.gsd,
+                "source_image": t.source_path,
+                "image_id": t.image_id,
+                "split": split,
+                "review_status": status,
+                "reviewer": d.reviewer if d else None,
+                "decided_at": d.decided_at if d else None,
+                "flags": s["flags"],
+                "max_severity": s["max_severity"],
+                "lmm_model": s["lmm_model"],
+                "prompt_version": s["prompt_version"],
+            }
 
 
 def export(
@@ -119,8 +239,26 @@ def export(
     shard_mb: float = 256.0,
     name: str | None = None,
     overwrite: bool = True,
+    db_url: str | None = None,
 ) -> ExportSummary:
-    """Write the export folder (see the module docstring); returns what was written."""
+    """Write the export folder (see the module docstring); returns what was written.
+
+    Streams: samples are read ``SAMPLE_BATCH`` rows at a time and every format is written as rows arrive,
+    so peak memory is about one Parquet row group (``shard_mb`` does not change it). The folder is built
+    under a hidden sibling and renamed into place when complete.
+
+    Args:
+        decisions: review decisions as a Parquet file (``geopixeld review export-decisions``).
+        db_url: the review database (SQLAlchemy URL); default ``DATA/review.sqlite`` when it exists.
+        shard_mb: target Parquet shard size in MB.
+
+    Raises:
+        ValueError: unknown format, bad split settings, inconsistent inputs, unreadable decisions.
+        FileNotFoundError: no samples.parquet / tiles.parquet, or a tile image is gone
+            (:class:`MissingTileError`, naming the file).
+        ExportWriteError: writing a file failed (e.g. the disk filled), naming the file; nothing is left
+            at ``out_dir`` but the previous complete export, if any.
+    """
     start = time.perf_counter()
     data, out = Path(data_dir), Path(out_dir)
     bad = [f for f in formats if f not in FORMATS]
@@ -128,94 +266,68 @@ def export(
         raise ValueError(f"unknown format(s) {bad}; choose from {', '.join(FORMATS)}")
     if not (data / "samples.parquet").exists():
         raise FileNotFoundError(f"{data}: no samples.parquet — run `geopixeld describe` first")
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    samples = pq.read_table(data / "samples.parquet").to_pylist()
-    tiles = {t["tile_id"]: t for t in pq.read_table(data / "tiles.parquet").to_pylist()}
-    meta = _image_meta(list(tiles.values()))
+    tiles, images = _read_tiles(data)
     explicit = read_split_file(split_file) if split_file else None
-    split_of = assign_splits(meta, ratios, split_names, seed, split_by, block_size, explicit)
-    review = load_review(data, decisions)
-
-    rows_by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in split_names}
+    split_of = assign_splits({k: {"crs": m.crs, "center": m.center} for k, m in images.items()},
+                             ratios, split_names, seed, split_by, block_size, explicit)
+    review = open_decisions(data, decisions, db_url)
     review_counts: Counter[str] = Counter()
-    rejected = 0
-    for s in samples:
-        t = tiles[s["tile_id"]]
-        d = review.get(s["tile_id"], {})
-        status = d.get("review_status") or "unreviewed"
-        review_counts[status] += 1
-        if status == "rejected":
-            rejected += 1
-            continue
-        if status == "fixed" and d.get("gcg_caption") is not None:
-            s = {**s, **{k: d[k] for k in ("gcg_caption", "caption", "phrases", "masks")}}
-        split = split_of[t["image_id"]]
-        decided = d.get("decided_at")
-        rows_by_split.setdefault(split, []).append({
-            "id": s["tile_id"],
-            "tile_id": s["tile_id"],
-            "image": {"bytes": (data / s["tile_path"]).read_bytes(), "path": f"{s['tile_id']}.png"},
-            "width": s["width"],
-            "height": s["height"],
-            "caption": s["caption"],
-            "gcg_caption": s["gcg_caption"],
-            "phrases": s["phrases"],
-            "masks": s["masks"],
-            "categories": [p["category"] for p in s["phrases"]],
-            "crs": t["crs"],
-            "transform": t["transform"],
-            "gsd": t["gsd"],
-            "source_image": t["source_path"],
-            "image_id": t["image_id"],
-            "split": split,
-            "review_status": status,
-            "reviewer": d.get("reviewer"),
-            "decided_at": decided.isoformat() if decided is not None and hasattr(decided, "isoformat") else decided,
-            "flags": s["flags"],
-            "max_severity": s["max_severity"],
-            "lmm_model": s["lmm_model"],
-            "prompt_version": s["prompt_version"],
-        })
-    splits = {k: len(v) for k, v in rows_by_split.items() if v}
-    files: list[Path] = []
-    ious: list[float] = []
-    for split, rows in rows_by_split.items():
-        if not rows:
-            continue
+    crs: set[str] = set()
+    gsd: set[float] = set()
+    models: set[str] = set()
+    prompts: set[str] = set()
+    polygon = PolygonStats()
+    files = 0
+    splits: dict[str, int] = {}
+    with staged_folder(out, overwrite) as stage:
+        writers: dict[str, _SplitWriters] = {}
+        try:
+            for split, row in _export_rows(data, tiles, split_of, review, review_counts):
+                w = writers.get(split)
+                if w is None:
+                    w = writers[split] = _SplitWriters(split, stage, formats, int(shard_mb * 2**20))
+                w.add(row)
+                crs.update([row["crs"]] if row["crs"] else [])
+                gsd.update([round(row["gsd"], 6)] if row["gsd"] else [])
+                models.update([row["lmm_model"]] if row["lmm_model"] else [])
+                prompts.update([row["prompt_version"]] if row["prompt_version"] else [])
+            for split in list(split_names) + sorted(set(writers) - set(split_names)):
+                if split in writers:
+                    files += writers[split].close()
+                    splits[split] = writers[split].rows
+                    geopixel = writers[split].geopixel
+                    if geopixel is not None:
+                        polygon.merge(geopixel.stats)
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+        dataset_name = name or data.resolve().name
+        info: dict[str, Any] = {
+            "name": dataset_name,
+            "splits": splits,
+            "formats": list(formats),
+            "crs": sorted(crs),
+            "gsd": sorted(gsd),
+            "bbox_wgs84": _wgs84_bbox(images),
+            "review": dict(review_counts),
+            "lmm_models": sorted(models),
+            "prompt_versions": sorted(prompts),
+            "source": str(data),
+        }
         if "gcg-parquet" in formats:
-            files += write_shards(rows, split, out / "data", int(shard_mb * 2**20))
-        if "coco" in formats:
-            files += write_coco(rows, split, out / "coco")
-        if "geopixel" in formats:
-            written, split_ious = write_geopixel(rows, split, out / "geopixel")
-            files += written
-            ious += split_ious
-        if "glamm" in formats:
-            files += write_glamm(rows, split, out / "glamm")
-    all_rows = [r for rows in rows_by_split.values() for r in rows]
-    dataset_name = name or data.resolve().name
-    info: dict[str, Any] = {
-        "name": dataset_name,
-        "splits": splits,
-        "formats": list(formats),
-        "crs": sorted({r["crs"] for r in all_rows if r["crs"]}),
-        "gsd": sorted({round(r["gsd"], 6) for r in all_rows if r["gsd"]}),
-        "bbox_wgs84": _wgs84_bbox(meta),
-        "review": dict(review_counts),
-        "lmm_models": sorted({r["lmm_model"] for r in all_rows if r["lmm_model"]}),
-        "prompt_versions": sorted({r["prompt_version"] for r in all_rows if r["prompt_version"]}),
-        "source": str(data),
-    }
-    if "gcg-parquet" in formats:
-        (out / "README.md").write_text(dataset_card(dataset_name, splits, info))
-    (out / "export.json").write_text(json.dumps(info, indent=1))
+            with writing(stage / "README.md"):
+                (stage / "README.md").write_text(dataset_card(dataset_name, splits, info))
+        with writing(stage / "export.json"):
+            (stage / "export.json").write_text(json.dumps(info, indent=1))
+    rejected = review_counts.get("rejected", 0)
     return ExportSummary(
-        out_dir=str(out), splits=splits, formats=list(formats), files=len(files) + 2, rejected=rejected,
-        review=dict(review_counts), polygon_iou_min=min(ious) if ious else None,
-        polygon_iou_below_098=sum(1 for v in ious if v < 0.98), seconds=time.perf_counter() - start,
+        out_dir=str(out), splits=splits, formats=list(formats), files=files + 2, rejected=rejected,
+        review=dict(review_counts), polygon_iou_min=polygon.iou_min,
+        polygon_iou_below_098=polygon.below_098, seconds=time.perf_counter() - start,
     )
 
 
-__all__ = ["FORMATS", "ExportSummary", "export"]
+__all__ = [
+    "FORMATS", "DecisionsError", "ExportSummary", "ExportWriteError", "MissingTileError", "export", "open_decisions",
+]

@@ -7,8 +7,9 @@ splits to their shards, so ``datasets.load_dataset(EXPORT)`` works offline on th
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..tables import FLAG_TYPE, PHRASE_TYPE, RLE_TYPE
+from .atomic import writing
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
@@ -65,34 +67,101 @@ def hf_metadata(schema: pa.Schema) -> dict[bytes, bytes]:
     return {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
 
 
-def shard_rows(sizes: list[int], target_bytes: int) -> list[list[int]]:
-    """Contiguous groups of row indexes of similar total size, about ``target_bytes`` each."""
-    total = sum(sizes)
-    n = max(1, math.ceil(total / max(1, target_bytes)))
-    n = min(n, max(1, len(sizes)))
-    per = total / n
-    groups: list[list[int]] = [[] for _ in range(n)]
-    acc = 0
-    for i, s in enumerate(sizes):
-        k = min(n - 1, int((acc + s / 2) // per)) if per > 0 else 0
-        groups[k].append(i)
-        acc += s
-    return [g for g in groups if g]
+def row_bytes(row: dict[str, Any]) -> int:
+    """Approximate encoded size of one export row in bytes (image + caption + mask RLE strings)."""
+    return len(row["image"]["bytes"]) + len(row["gcg_caption"]) + sum(len(m["counts"]) for m in row["masks"])
 
 
-def write_shards(rows: list[dict[str, Any]], split: str, out: Path, target_bytes: int) -> list[Path]:
-    """Write one split's rows as shards; returns the files written."""
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = [len(r["image"]["bytes"]) + len(r["gcg_caption"]) + sum(len(m["counts"]) for m in r["masks"]) for r in rows]
-    groups = shard_rows(sizes, target_bytes) if rows else []
-    schema = GCG_SCHEMA.with_metadata(hf_metadata(GCG_SCHEMA))
-    paths = []
-    for i, g in enumerate(groups):
-        path = out / f"{split}-{i:05d}-of-{len(groups):05d}.parquet"
-        table = pa.Table.from_pylist([rows[j] for j in g], schema=schema)
-        pq.write_table(table, path, row_group_size=64)
-        paths.append(path)
-    return paths
+class ShardWriter:
+    """One split's rows → ``{split}-{i:05d}-of-{n:05d}.parquet`` shards, written row group by row group.
+
+    Rows are buffered only until a row group is full (``row_group_rows`` rows or ``row_group_bytes``
+    bytes, whichever comes first) and then written; a shard is closed when it reaches ``target_bytes``
+    and the next one opened. Shards are written as ``{split}-{i:05d}.parquet.partial`` and take their
+    final ``-of-{n}`` names in :meth:`close`, when ``n`` is known. Peak memory is one row group, whatever
+    the number of rows.
+    """
+
+    def __init__(
+        self,
+        split: str,
+        out: Path,
+        target_bytes: int = 256 * 2**20,
+        row_group_rows: int = 64,
+        row_group_bytes: int = 32 * 2**20,
+    ) -> None:
+        self.split, self.out = split, out
+        self.target_bytes = max(1, target_bytes)
+        self.row_group_rows, self.row_group_bytes = max(1, row_group_rows), max(1, row_group_bytes)
+        self.schema = GCG_SCHEMA.with_metadata(hf_metadata(GCG_SCHEMA))
+        self.rows = 0
+        self._buffer: list[dict[str, Any]] = []
+        self._buffer_bytes = 0
+        self._shard_bytes = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._partials: list[Path] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Queue one row; writes a row group when the buffer is full."""
+        size = row_bytes(row)
+        if self._writer is not None and self._shard_bytes + self._buffer_bytes + size > self.target_bytes:
+            self._flush()
+            self._close_shard()
+        self._buffer.append(row)
+        self._buffer_bytes += size
+        self.rows += 1
+        if len(self._buffer) >= self.row_group_rows or self._buffer_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        if self._writer is None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            path = self.out / f"{self.split}-{len(self._partials):05d}.parquet.partial"
+            self._partials.append(path)
+            with writing(path):
+                self._writer = pq.ParquetWriter(path, self.schema)
+        path = self._partials[-1]
+        with writing(path):
+            table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+            self._writer.write_table(table, row_group_size=len(self._buffer))
+        self._shard_bytes += self._buffer_bytes
+        self._buffer, self._buffer_bytes = [], 0
+
+    def _close_shard(self) -> None:
+        if self._writer is not None:
+            with writing(self._partials[-1]):
+                self._writer.close()
+            self._writer, self._shard_bytes = None, 0
+
+    def close(self) -> list[Path]:
+        """Write what is buffered, close the last shard and give every shard its final name."""
+        self._flush()
+        self._close_shard()
+        n = len(self._partials)
+        paths = []
+        for i, partial in enumerate(self._partials):
+            final = self.out / f"{self.split}-{i:05d}-of-{n:05d}.parquet"
+            partial.replace(final)
+            paths.append(final)
+        return paths
+
+    def abort(self) -> None:
+        """Close and delete whatever was written."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        for partial in self._partials:
+            partial.unlink(missing_ok=True)
+
+
+def write_shards(rows: Iterable[dict[str, Any]], split: str, out: Path, target_bytes: int) -> list[Path]:
+    """Write one split's rows (any iterable, consumed once) as shards; returns the files written."""
+    writer = ShardWriter(split, out, target_bytes)
+    for row in rows:
+        writer.add(row)
+    return writer.close()
 
 
 def dataset_card(name: str, splits: dict[str, int], meta: dict[str, Any]) -> str:

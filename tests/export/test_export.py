@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from pipeline.config import PrepareConfig
 from pipeline.describe import DescribeConfig, describe
 from pipeline.export import export
-from pipeline.export.hf import shard_rows
+from pipeline.export.hf import ShardWriter, row_bytes
 from pipeline.export.polygons import fill_polygons, iou
 from pipeline.export.splits import assign_splits
 from pipeline.prepare import prepare
@@ -183,12 +183,31 @@ def test_review_decisions_flow_into_rows(tmp_path: Path, described: Path) -> Non
     assert rejected not in {i["tile_id"] for i in coco["images"]}
 
 
-def test_shards_of_similar_size(tmp_path: Path) -> None:
-    sizes = [100] * 50 + [300] * 10
-    groups = shard_rows(sizes, 1000)
-    totals = [sum(sizes[i] for i in g) for g in groups]
-    assert len(groups) == 8 and max(totals) - min(totals) <= 300
-    assert [i for g in groups for i in g] == list(range(60))
+def _row(tile_id: str, png: bytes) -> dict[str, object]:
+    """One export row (GCG_SCHEMA) with opaque image bytes and no masks."""
+    return {"id": tile_id, "tile_id": tile_id, "image": {"bytes": png, "path": f"{tile_id}.png"}, "width": 8,
+            "height": 8, "caption": "bare ground", "gcg_caption": "bare ground", "phrases": [], "masks": [],
+            "categories": [], "crs": None, "transform": None, "gsd": None, "source_image": "S", "image_id": "S",
+            "split": "train", "review_status": "unreviewed", "reviewer": None, "decided_at": None, "flags": [],
+            "max_severity": None, "lmm_model": "m", "prompt_version": "p"}
+
+
+def test_shards_roll_over_at_the_target_size_in_row_groups(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = [_row(f"T{i:03d}", rng.bytes(2000)) for i in range(40)]
+    size = row_bytes(rows[0])
+    writer = ShardWriter("train", tmp_path / "data", target_bytes=10 * size, row_group_rows=4)
+    for r in rows:
+        writer.add(r)
+    paths = writer.close()
+    n = len(paths)
+    assert 3 <= n <= 6 and [p.name for p in paths] == [f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+    assert not list((tmp_path / "data").glob("*.partial"))
+    ids = [i for p in paths for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+    assert ids == [r["id"] for r in rows]  # every row once, in order
+    for p in paths:
+        meta = pq.ParquetFile(p).metadata
+        assert all(meta.row_group(g).num_rows <= 4 for g in range(meta.num_row_groups))
 
 
 def test_georeferenced_export_metadata_and_errors(tmp_path: Path, described: Path) -> None:
