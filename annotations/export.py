@@ -15,7 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from .db import DEFAULT_DB_NAME, as_utc, decisions, default_db_url, events, open_engine
+from pipeline.export.decisions import iter_db_decisions
+
+from .db import DEFAULT_DB_NAME, as_utc, default_db_url, events, open_engine
 from .samples import MASK_TYPE, PHRASE_TYPE
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -66,38 +68,18 @@ def load_decisions(data_dir: Path | str, db_url: str | None = None) -> pa.Table:
         db_url: SQLAlchemy URL of the review database (default ``sqlite:///DIR/review.sqlite``).
     """
     data_dir = Path(data_dir)
-    rows: dict[str, Any] = {}
+    rows: dict[str, dict[str, Any]] = {}
     if db_url is not None or (data_dir / DEFAULT_DB_NAME).is_file():  # no review yet: all unreviewed
         engine = open_engine(db_url or default_db_url(data_dir))
         try:
-            with engine.connect() as conn:
-                rows = {row.tile_id: row for row in conn.execute(sa.select(decisions))}
+            # The library's reader (pipeline.export.decisions), the same one `geopixeld export` uses.
+            rows = {d["tile_id"]: d for d in iter_db_decisions(engine)}
         finally:
             engine.dispose()
     tile_ids = _sample_tile_ids(data_dir)
     known = set(tile_ids)
     tile_ids += sorted(t for t in rows if t not in known)
-    records: list[dict[str, Any]] = []
-    for tile_id in tile_ids:
-        row = rows.get(tile_id)
-        if row is None:
-            records.append({"tile_id": tile_id, "review_status": "unreviewed", "revision": 0})
-            continue
-        fixed = row.status == "fixed"
-        records.append(
-            {
-                "tile_id": tile_id,
-                "review_status": row.status,
-                "reviewer": row.reviewer,
-                "decided_at": as_utc(row.decided_at),
-                "gcg_caption": row.gcg_caption if fixed else None,
-                "caption": row.caption if fixed else None,
-                "phrases": row.phrases if fixed else None,
-                "masks": row.masks if fixed else None,
-                "revision": row.revision,
-                "note": row.note,
-            }
-        )
+    records = [rows.get(t) or {"tile_id": t, "review_status": "unreviewed", "revision": 0} for t in tile_ids]
     return pa.Table.from_pylist(records, schema=DECISIONS_SCHEMA)
 
 

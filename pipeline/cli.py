@@ -201,11 +201,28 @@ def describe(
         typer.Option("--facts/--no-facts", help="Send measured facts as an extra request field (the offline "
                      "describer needs them; the OpenAI API rejects unknown fields). Default: only to 127.0.0.1."),
     ] = None,
+    policy: Annotated[
+        str,
+        typer.Option(help="Which objects get a sentence: geopixeld (GeoPixelD's shape: a few objects described "
+                     "alone, the rest grounded through groups, one fused caption; ≤ 6 calls per tile) or "
+                     "all-instances (one call per marked object and per cluster; dense and costly)."),
+    ] = "geopixeld",
+    max_instances: Annotated[int | None, typer.Option(help="Objects described alone per tile (default 2).")] = None,
+    max_group_calls: Annotated[int | None, typer.Option(help="Groups described by the LMM per tile; the rest get a "
+                                                         "measured sentence (default 2).")] = None,
+    max_phrases: Annotated[int | None, typer.Option(help="Grounded phrases per tile the grouping aims at (default 6).")] = None,
+    compose: Annotated[
+        bool | None,
+        typer.Option("--compose/--no-compose", help="Fuse each tile's sentences into one paragraph with one more "
+                     "call (default: on for geopixeld, off for all-instances)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Describe prepared tiles with an LMM (holistic, instance and cluster tiers) and ground the captions.
+    """Describe prepared tiles with an LMM and ground the captions (GeoPixelD's tiers: holistic, instance,
+    cluster; plus compose, which fuses them into one paragraph).
 
-    Writes DATA/samples.parquet (one row per tile: gcg_caption with `<p> phrase </p> [SEG]`, caption,
+    The policy picks per tile a few objects to describe alone and grounds every other object through group
+    phrases (see README, "Selection policy"). Writes DATA/samples.parquet (one row per tile: gcg_caption with `<p> phrase </p> [SEG]`, caption,
     phrases with character spans, masks in [SEG] order, flags) and DATA/lmm_calls.parquet (every call:
     status, attempts, latency, tokens, raw answer). Answers are cached: a rerun sends no request for
     what already succeeded.
@@ -218,7 +235,8 @@ def describe(
             base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout,
             max_retries=retries, prompts=prompts, metric_priors=metric_priors, phrase_naming=phrase_naming,
             detail=detail, cache_dir=str(cache_dir) if cache_dir else None, prices_file=str(prices) if prices else None,
-            send_facts=facts,
+            send_facts=facts, policy=policy, max_instances=max_instances, max_group_calls=max_group_calls,
+            max_phrases=max_phrases, compose=compose,
         )
         summary = run_describe(data, config, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
@@ -237,14 +255,16 @@ def export(
     seed: Annotated[int, typer.Option(help="Seed of the split hash.")] = 0,
     block_size: Annotated[float | None, typer.Option(help="Cell side in CRS units for --split-by block.")] = None,
     split_file: Annotated[Path | None, typer.Option(help="Explicit splits: CSV image_id,split or JSON {image_id: split}.")] = None,
-    decisions: Annotated[Path | None, typer.Option(help="Review decisions Parquet (default: DATA/review.sqlite if present).")] = None,
+    decisions: Annotated[Path | None, typer.Option(help="Review decisions Parquet (default: the review database).")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Review database, an SQLAlchemy URL (default: DATA/review.sqlite when present).")] = None,
     shard_mb: Annotated[float, typer.Option(help="Target Parquet shard size in MB.")] = 256.0,
     name: Annotated[str | None, typer.Option(help="Dataset name for the card (default: DATA's folder name).")] = None,
 ) -> None:
     """Export samples as GCG Parquet shards (Hugging Face layout), COCO, GeoPixel and GLaMM formats.
 
     Rejected samples are left out, fixed ones use the reviewed text and masks; splits are assigned by
-    source image, so tiles of one image never land in two splits.
+    source image, so tiles of one image never land in two splits. Streams (memory stays flat as the
+    dataset grows) and writes OUT only when complete: an error leaves the previous export untouched.
     """
     from .export import export as run_export
 
@@ -253,9 +273,9 @@ def export(
         summary = run_export(
             data, out, formats=[f.strip() for f in formats.split(",") if f.strip()], ratios=ratio_values,
             seed=seed, split_by=split_by, block_size=block_size, split_file=split_file, decisions=decisions,
-            shard_mb=shard_mb, name=name,
+            shard_mb=shard_mb, name=name, db_url=db,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # bad settings or inputs, a missing tile, a full disk: all name the file
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(summary.text())
