@@ -4,12 +4,19 @@ Every data endpoint needs a logged-in session (cookie); every state-changing req
 session's CSRF token in ``X-CSRF-Token`` and, when the browser sends one, a same-origin ``Origin``.
 Images are looked up by ``tile_id`` in the samples table; no file path ever comes from a request.
 
-Endpoints (all JSON unless noted):
+Endpoints (all JSON unless noted; "lead" marks those for leads only):
     POST /api/login, /api/logout; GET /api/me
-    GET  /api/queue/next?after=ID (assigns), /api/queue/peek?after=ID, /api/queue/summary
+    GET  /api/queue/next?after=ID (assigns), /api/queue/peek?after=ID, /api/queue/summary,
+         /api/queue/facets (all take flag_code= and category= filters)
     GET  /api/samples/{tile_id}; GET /api/samples/{tile_id}/image/{tile|marks} (PNG)
-    POST /api/samples/{tile_id}/decision, /api/samples/{tile_id}/validate, /api/bulk-accept
-    GET  /api/stats, /api/events?tile_id=ID, /api/events/export (JSON Lines)
+    POST /api/samples/{tile_id}/decision, /api/samples/{tile_id}/phrases/{n}/decision,
+         /api/samples/{tile_id}/validate, /api/undo
+    GET  /api/events?tile_id=ID
+    lead: POST /api/bulk-accept; GET /api/stats, /api/events/export (JSON Lines), /api/users;
+          POST /api/users, /api/users/{name}
+
+Login failures are throttled per client address (``auth.LoginThrottle``); behind a reverse proxy the
+address is the proxy's ``X-Forwarded-For`` as uvicorn trusts it (``--forwarded-allow-ips``).
 """
 
 from __future__ import annotations
@@ -31,10 +38,26 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
 from . import auth
-from .db import as_utc, decision_dict, decisions, default_db_url, events, open_engine, utcnow
+from .db import (
+    ROLES,
+    as_utc,
+    decision_dict,
+    decisions,
+    default_db_url,
+    events,
+    index_facets,
+    log_event,
+    open_engine,
+    sample_index,
+    users,
+    utcnow,
+)
 from .decisions import Conflict, FixRejected, Validator, build_fix, bulk_accept, record_decision
-from .queue import QueueConfig, ReviewQueue, build_queue
+from .index import ensure_index
+from .phrases import phrase_states, record_phrase_decision
+from .queue import QueueConfig, QueueFilter, ReviewQueue
 from .samples import SampleStore
+from .undo import NothingToUndo, undo_last
 from .validate import validate_fixed
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -43,6 +66,8 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Events that count as a decision made by an annotator (stats, "you today").
+DECISION_ACTIONS = ("accept", "reject", "fix", "bulk_accept", "phrase_accept", "phrase_reject", "phrase_fix")
 
 
 @dataclass
@@ -73,6 +98,23 @@ class DecisionRequest(BaseModel):
     base_revision: int = Field(ge=0)
     note: str | None = Field(default=None, max_length=4000)
     fix: FixPayload | None = None
+
+
+class PhraseDecisionRequest(BaseModel):
+    action: Literal["accept", "reject", "fix"]
+    base_revision: int = Field(ge=0)
+    text: str | None = Field(default=None, max_length=2000)
+
+
+class UserRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    role: Literal["annotator", "lead"] = "annotator"
+
+
+class UserChange(BaseModel):
+    role: Literal["annotator", "lead"] | None = None
+    active: bool | None = None
 
 
 class BulkAcceptRequest(BaseModel):
@@ -117,6 +159,32 @@ def csrf_session(request: Request, session: auth.Session = Depends(current_sessi
     return session
 
 
+def lead_session(session: auth.Session = Depends(current_session)) -> auth.Session:
+    """Dependency: a lead's session, or 403."""
+    if not session.is_lead:
+        raise HTTPException(status_code=403, detail="for leads only")
+    return session
+
+
+def lead_csrf_session(session: auth.Session = Depends(csrf_session)) -> auth.Session:
+    """Dependency: a lead's session on a state-changing request with its CSRF token, or 403."""
+    if not session.is_lead:
+        raise HTTPException(status_code=403, detail="for leads only")
+    return session
+
+
+def client_address(request: Request) -> str:
+    """The address login throttling counts against (the peer, or what a trusted proxy forwarded)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _queue_filter(
+    flag_code: str | None = Query(default=None, max_length=200),
+    category: str | None = Query(default=None, max_length=200),
+) -> QueueFilter:
+    return QueueFilter(flag_code=flag_code or None, category=category or None)
+
+
 def _origin_allowed(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
@@ -129,12 +197,13 @@ def _sample_payload(ctx: ReviewContext, tile_id: str, sample: dict[str, Any]) ->
         decision = decision_dict(
             conn.execute(sa.select(decisions).where(decisions.c.tile_id == tile_id)).first()
         )
+        phrases_decided = phrase_states(conn, tile_id)
     original = {k: sample.get(k) for k in ("gcg_caption", "caption", "phrases")}
     if decision and decision["status"] == "fixed":
         current = {k: decision[k] for k in ("gcg_caption", "caption", "phrases", "mask_refs")}
     else:
         current = {**original, "mask_refs": list(range(len(sample.get("masks") or [])))}
-    item = ctx.queue.item(tile_id)
+    where = ctx.store.location(tile_id) or {}
     public_decision = None
     if decision:
         public_decision = {k: decision[k] for k in ("status", "reviewer", "decided_at", "revision", "note")}
@@ -153,12 +222,13 @@ def _sample_payload(ctx: ReviewContext, tile_id: str, sample: dict[str, Any]) ->
             "current": current,
             "decision": public_decision,
             "revision": decision["revision"] if decision else 0,
+            "phrase_decisions": {str(k): v for k, v in sorted(phrases_decided.items())},
             "priors": ctx.store.priors(tile_id),
             "holder": ctx.queue.holder(tile_id),
             "queue": {
-                "position": ctx.queue.position(tile_id),
+                "position": where.get("position"),
                 "total": len(ctx.queue),
-                "spot_check": bool(item and item.spot_check),
+                "spot_check": bool(where.get("spot_check")),
             },
             "has_marks": ctx.store.image_path(tile_id, "marks") is not None,
         }
@@ -195,12 +265,16 @@ def create_app(
         secure_cookies: mark the session cookie ``Secure`` (serve over HTTPS, e.g. behind a proxy).
         session_ttl: how long a login lasts.
         validator: re-validates fixes (``validate_fixed`` or a drop-in replacement).
-        throttle: login failure limiter (default: 5 failures lock a name for a minute).
+        throttle: login failure limiter per client address (default: growing delays after 5 failures).
     """
-    store = SampleStore(data_dir)
-    engine = open_engine(db_url or default_db_url(store.data_dir))
+    data_dir = Path(data_dir).resolve()
+    if not (data_dir / "samples.parquet").is_file():
+        raise FileNotFoundError(f"no samples.parquet in {data_dir}")
+    engine = open_engine(db_url or default_db_url(data_dir))
     config = queue_config or QueueConfig()
-    queue = ReviewQueue(build_queue(store.summaries(), config), engine, config)
+    ensure_index(engine, data_dir, spot_check_rate=config.spot_check_rate, seed=config.seed)
+    store = SampleStore(data_dir, engine)
+    queue = ReviewQueue(engine, config)
     app = FastAPI(title="geopixeld review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.review = ReviewContext(
         store, engine, queue, validator, secure_cookies, session_ttl, throttle or auth.LoginThrottle()
@@ -237,14 +311,26 @@ def create_app(
     @app.post("/api/login")
     def login(body: LoginRequest, request: Request) -> Response:
         ctx = _ctx(request)
-        if ctx.throttle.locked(body.name):
-            return _error(429, "throttled", "too many failed logins; wait a minute")
+        address = client_address(request)
+        wait = ctx.throttle.wait_s(address)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            response = _error(
+                429,
+                "throttled",
+                f"too many failed logins from here; try again in {seconds} s",
+                retry_after=seconds,
+            )
+            response.headers["Retry-After"] = str(seconds)
+            return response
         if not auth.authenticate(ctx.engine, body.name, body.password):
-            ctx.throttle.failed(body.name)
+            ctx.throttle.failed(address)
             return _error(401, "login", "wrong name or password")
-        ctx.throttle.succeeded(body.name)
+        ctx.throttle.succeeded(address)
         token, session = auth.create_session(ctx.engine, body.name, ctx.session_ttl)
-        response = JSONResponse({"user": session.user, "csrf_token": session.csrf_token})
+        response = JSONResponse(
+            {"user": session.user, "csrf_token": session.csrf_token, "role": session.role}
+        )
         response.set_cookie(
             auth.SESSION_COOKIE,
             token,
@@ -265,35 +351,61 @@ def create_app(
 
     @app.get("/api/me")
     def me(session: auth.Session = Depends(current_session)) -> dict[str, Any]:
-        return {"user": session.user, "csrf_token": session.csrf_token}
+        return {"user": session.user, "csrf_token": session.csrf_token, "role": session.role}
 
     @app.get("/api/queue/next")
     def queue_next(
         request: Request,
         after: str | None = Query(default=None, max_length=255),
+        where: QueueFilter = Depends(_queue_filter),
         session: auth.Session = Depends(current_session),
     ) -> dict[str, Any]:
         # A GET that assigns: harmless to repeat, and SameSite=Strict keeps other sites from causing it.
-        tile_id = _ctx(request).queue.next_for(session.user, after)
+        tile_id = _ctx(request).queue.next_for(session.user, after, where)
         return {"tile_id": tile_id}
 
     @app.get("/api/queue/peek")
     def queue_peek(
         request: Request,
         after: str | None = Query(default=None, max_length=255),
+        where: QueueFilter = Depends(_queue_filter),
         session: auth.Session = Depends(current_session),
     ) -> dict[str, Any]:
-        return {"tile_id": _ctx(request).queue.peek(session.user, after)}
+        return {"tile_id": _ctx(request).queue.peek(session.user, after, where)}
 
     @app.get("/api/queue/summary")
-    def queue_summary(request: Request, session: auth.Session = Depends(current_session)) -> dict[str, Any]:
-        queue = _ctx(request).queue
+    def queue_summary(
+        request: Request,
+        where: QueueFilter = Depends(_queue_filter),
+        session: auth.Session = Depends(current_session),
+    ) -> dict[str, Any]:
+        ctx = _ctx(request)
+        today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        with ctx.engine.connect() as conn:
+            mine_today = conn.execute(
+                sa.select(sa.func.count()).where(
+                    events.c.actor == session.user,
+                    events.c.action.in_(DECISION_ACTIONS),
+                    events.c.at >= today,
+                )
+            ).scalar_one()
         return {
-            "total": len(queue),
-            "remaining": queue.remaining(),
-            "in_progress": len(queue.in_progress(session.user)),
-            "samples": len(_ctx(request).store),
+            "total": ctx.queue.count(where),
+            "remaining": ctx.queue.remaining(where),
+            "in_progress": ctx.queue.count_in_progress(session.user),
+            "samples": len(ctx.store),
+            "today": int(mine_today),
         }
+
+    @app.get("/api/queue/facets")
+    def queue_facets(request: Request, _: auth.Session = Depends(current_session)) -> dict[str, Any]:
+        out: dict[str, list[dict[str, Any]]] = {"flag_code": [], "category": []}
+        with _ctx(request).engine.connect() as conn:
+            for row in conn.execute(
+                sa.select(index_facets).order_by(index_facets.c.kind, index_facets.c.value)
+            ):
+                out.setdefault(row.kind, []).append({"value": row.value, "samples": int(row.samples)})
+        return {"flag_codes": out["flag_code"], "categories": out["category"]}
 
     @app.get("/api/samples/{tile_id}")
     def get_sample(
@@ -364,32 +476,153 @@ def create_app(
         public = {k: decision[k] for k in ("status", "reviewer", "decided_at", "revision", "note")}
         return JSONResponse(_clean({"decision": public, "flags": flags}))
 
-    @app.post("/api/bulk-accept")
-    def bulk(body: BulkAcceptRequest, request: Request, session: auth.Session = Depends(csrf_session)) -> Any:
+    @app.post("/api/samples/{tile_id}/phrases/{phrase}/decision")
+    def decide_phrase(
+        tile_id: str,
+        phrase: int,
+        body: PhraseDecisionRequest,
+        request: Request,
+        session: auth.Session = Depends(csrf_session),
+    ) -> Response:
         ctx = _ctx(request)
-        wanted = set(body.severities)
-        matching = [
-            s.tile_id
-            for s in ctx.store.summaries()
-            if s.max_severity in wanted
-            and (body.flag_code is None or body.flag_code in s.flag_codes)
-            and (not body.queued_only or ctx.queue.position(s.tile_id) is not None)
-        ]
-        with ctx.engine.connect() as conn:
-            decided = set(conn.execute(sa.select(decisions.c.tile_id)).scalars())
-        candidates = [t for t in matching if t not in decided]
-        if body.dry_run:
-            return {"dry_run": True, "count": len(candidates), "tile_ids": candidates[:50]}
-        accepted = bulk_accept(
-            ctx.engine, candidates, actor=session.user, lease_cutoff=ctx.queue.lease_cutoff()
+        sample = _get_sample(ctx, tile_id)
+        try:
+            result = record_phrase_decision(
+                ctx.engine,
+                sample=sample,
+                actor=session.user,
+                phrase=phrase,
+                action=body.action,
+                base_revision=body.base_revision,
+                text=body.text,
+                validator=ctx.validator,
+            )
+        except ValueError as exc:
+            return _error(422, "phrase", str(exc))
+        except FixRejected as rejected:
+            return _error(422, "validation", "the phrase decision does not validate", flags=rejected.flags)
+        except Conflict as conflict:
+            current = conflict.current or {}
+            message = (
+                f"{current.get('reviewer', 'someone')} decided this sample ({current.get('status', 'changed')}) "
+                "after you opened it; phrase decisions apply only to undecided samples."
+            )
+            public = {k: current.get(k) for k in ("status", "reviewer", "decided_at", "revision", "note")}
+            return _error(409, "conflict", message, current=public)
+        decision = result["decision"]
+        public_decision = (
+            None
+            if decision is None
+            else {k: decision[k] for k in ("status", "reviewer", "decided_at", "revision", "note")}
         )
-        return {"dry_run": False, "count": len(accepted), "tile_ids": accepted[:50]}
+        return JSONResponse(
+            _clean(
+                {
+                    "phrase_decisions": {str(k): v for k, v in sorted(result["phrases"].items())},
+                    "decision": public_decision,
+                    "flags": result["flags"],
+                }
+            )
+        )
+
+    @app.post("/api/undo")
+    def undo(request: Request, session: auth.Session = Depends(csrf_session)) -> Response:
+        ctx = _ctx(request)
+        try:
+            result = undo_last(ctx.engine, session.user, ctx.store.get, ctx.validator)
+        except NothingToUndo:
+            return _error(404, "undo", "nothing of yours to undo")
+        except Conflict as conflict:
+            who = (conflict.current or {}).get("reviewer", "someone")
+            return _error(409, "conflict", f"{who} changed that sample since; it cannot be undone")
+        return JSONResponse(_clean(result))
+
+    @app.post("/api/bulk-accept")
+    def bulk(
+        body: BulkAcceptRequest, request: Request, session: auth.Session = Depends(lead_csrf_session)
+    ) -> Any:
+        ctx = _ctx(request)
+        si = sample_index
+        query = (
+            sa.select(si.c.tile_id)
+            .outerjoin(decisions, decisions.c.tile_id == si.c.tile_id)
+            .where(si.c.max_severity.in_(body.severities), decisions.c.tile_id.is_(None))
+            .order_by(si.c.tile_id)
+        )
+        if body.flag_code is not None:
+            query = query.where(si.c.flag_codes.contains(f"|{body.flag_code}|", autoescape=True))
+        if body.queued_only:
+            query = query.where(si.c.position.is_not(None))
+        if body.dry_run:
+            with ctx.engine.connect() as conn:
+                count = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+                sample_ids = list(conn.execute(query.limit(50)).scalars())
+            return {"dry_run": True, "count": int(count), "tile_ids": sample_ids}
+        accepted: list[str] = []
+        n_accepted = 0
+        cursor = ""
+        while True:  # page by tile id: memory stays bounded by one page
+            with ctx.engine.connect() as conn:
+                page = list(conn.execute(query.where(si.c.tile_id > cursor).limit(2000)).scalars())
+            if not page:
+                break
+            cursor = page[-1]
+            done = bulk_accept(ctx.engine, page, actor=session.user, lease_cutoff=ctx.queue.lease_cutoff())
+            n_accepted += len(done)
+            accepted.extend(done[: max(0, 50 - len(accepted))])
+        return {"dry_run": False, "count": n_accepted, "tile_ids": accepted}
+
+    @app.get("/api/users")
+    def list_users(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
+        with _ctx(request).engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(users.c.name, users.c.role, users.c.active, users.c.created_at).order_by(
+                    users.c.name
+                )
+            ).all()
+        return {
+            "users": [
+                {"name": r.name, "role": r.role, "active": bool(r.active), "created_at": as_utc(r.created_at)}
+                for r in rows
+            ],
+            "roles": list(ROLES),
+        }
+
+    @app.post("/api/users")
+    def create_user(
+        body: UserRequest, request: Request, session: auth.Session = Depends(lead_csrf_session)
+    ) -> Any:
+        try:
+            auth.add_user(_ctx(request).engine, body.name, body.password, actor=session.user, role=body.role)
+        except ValueError as exc:
+            return _error(422, "user", str(exc))
+        return {"name": body.name, "role": body.role}
+
+    @app.post("/api/users/{name}")
+    def change_user(
+        name: str, body: UserChange, request: Request, session: auth.Session = Depends(lead_csrf_session)
+    ) -> Any:
+        values: dict[str, Any] = {}
+        if body.role is not None:
+            values["role"] = body.role
+        if body.active is not None:
+            values["active"] = body.active
+        if name == session.user and (body.active is False or body.role == "annotator"):
+            return _error(422, "user", "leads cannot demote or deactivate themselves")
+        with _ctx(request).engine.begin() as conn:
+            if (
+                not values
+                or conn.execute(sa.update(users).where(users.c.name == name).values(**values)).rowcount == 0
+            ):
+                return _error(404, "user", f"no user {name!r}" if values else "nothing to change")
+            log_event(conn, actor=session.user, action="change_user", after={"user": name, **values})
+        return {"name": name, **values}
 
     @app.get("/api/stats")
-    def stats(request: Request, _: auth.Session = Depends(current_session)) -> dict[str, Any]:
+    def stats(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
         engine = _ctx(request).engine
         today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-        counted = ("accept", "reject", "fix", "bulk_accept", "conflict")
+        counted = (*DECISION_ACTIONS, "conflict", "undo")
         per: dict[str, dict[str, int]] = {}
         with engine.connect() as conn:
             for actor, action, n in conn.execute(
@@ -400,7 +633,7 @@ def create_app(
                 per.setdefault(actor, dict.fromkeys(counted, 0))[action] = n
             for actor, n in conn.execute(
                 sa.select(events.c.actor, sa.func.count())
-                .where(events.c.action.in_(counted[:4]), events.c.at >= today)
+                .where(events.c.action.in_(DECISION_ACTIONS), events.c.at >= today)
                 .group_by(events.c.actor)
             ):
                 per.setdefault(actor, dict.fromkeys(counted, 0))["today"] = n
@@ -428,7 +661,7 @@ def create_app(
         return _clean_dict({"events": [_event_dict(row) for row in rows]})
 
     @app.get("/api/events/export")
-    def export_event_log(request: Request, _: auth.Session = Depends(current_session)) -> Response:
+    def export_event_log(request: Request, _: auth.Session = Depends(lead_session)) -> Response:
         engine = _ctx(request).engine
 
         def lines() -> Iterator[bytes]:

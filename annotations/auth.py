@@ -16,6 +16,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from .db import as_utc, log_event, sessions, users, utcnow
+from .db import ROLES, as_utc, log_event, sessions, users, utcnow
 
 SESSION_COOKIE = "gpx_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -69,12 +70,24 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_hex(8))
 
 
-def add_user(engine: Engine, name: str, password: str, *, replace: bool = False, actor: str = "cli") -> None:
-    """Create annotator ``name`` (or set a new password with ``replace``).
+def add_user(
+    engine: Engine,
+    name: str,
+    password: str,
+    *,
+    replace: bool = False,
+    actor: str = "cli",
+    role: str = "annotator",
+) -> None:
+    """Create user ``name`` with ``role`` (``annotator`` or ``lead``), or with ``replace`` set a new
+    password and role for an existing one.
 
     Raises:
-        ValueError: bad name, password shorter than 8 characters, or the user exists and not ``replace``.
+        ValueError: bad name or role, password shorter than 8 characters, or the user exists and not
+            ``replace``.
     """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if not USER_NAME.match(name):
         raise ValueError(
             "user names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -88,19 +101,26 @@ def add_user(engine: Engine, name: str, password: str, *, replace: bool = False,
             raise ValueError(f"user {name!r} exists (use --replace to set a new password)")
         if exists:
             conn.execute(
-                sa.update(users).where(users.c.name == name).values(password_hash=encoded, active=True)
+                sa.update(users)
+                .where(users.c.name == name)
+                .values(password_hash=encoded, active=True, role=role)
             )
             conn.execute(sa.delete(sessions).where(sessions.c.user_name == name))
         else:
             try:
                 conn.execute(
                     sa.insert(users).values(
-                        name=name, password_hash=encoded, active=True, created_at=utcnow()
+                        name=name, password_hash=encoded, active=True, created_at=utcnow(), role=role
                     )
                 )
             except IntegrityError as exc:
                 raise ValueError(f"user {name!r} exists") from exc
-        log_event(conn, actor=actor, action="password_reset" if exists else "add_user", after={"user": name})
+        log_event(
+            conn,
+            actor=actor,
+            action="password_reset" if exists else "add_user",
+            after={"user": name, "role": role},
+        )
 
 
 def authenticate(engine: Engine, name: str, password: str) -> bool:
@@ -125,14 +145,20 @@ class Session:
 
     user: str
     csrf_token: str
+    role: str = "annotator"
+
+    @property
+    def is_lead(self) -> bool:
+        return self.role == "lead"
 
 
 def create_session(engine: Engine, user: str, ttl: timedelta) -> tuple[str, Session]:
     """Start a session for ``user``; returns ``(cookie token, session)``."""
     token = secrets.token_urlsafe(32)
-    session = Session(user=user, csrf_token=secrets.token_urlsafe(32))
     now = utcnow()
     with engine.begin() as conn:
+        role = conn.execute(sa.select(users.c.role).where(users.c.name == user)).scalar()
+        session = Session(user=user, csrf_token=secrets.token_urlsafe(32), role=str(role or "annotator"))
         conn.execute(sa.delete(sessions).where(sessions.c.expires_at < now))
         conn.execute(
             sa.insert(sessions).values(
@@ -153,13 +179,13 @@ def get_session(engine: Engine, token: str | None) -> Session | None:
         return None
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(sessions.c.user_name, sessions.c.csrf_token, sessions.c.expires_at)
+            sa.select(sessions.c.user_name, sessions.c.csrf_token, sessions.c.expires_at, users.c.role)
             .join(users, users.c.name == sessions.c.user_name)
             .where(sessions.c.token_hash == _token_hash(token), users.c.active.is_(True))
         ).first()
     if row is None or (as_utc(row.expires_at) or utcnow()) <= utcnow():
         return None
-    return Session(user=row.user_name, csrf_token=row.csrf_token)
+    return Session(user=row.user_name, csrf_token=row.csrf_token, role=str(row.role or "annotator"))
 
 
 def end_session(engine: Engine, token: str, user: str) -> None:
@@ -175,29 +201,73 @@ def csrf_ok(session: Session, header_value: str | None) -> bool:
 
 
 class LoginThrottle:
-    """Slows password guessing: after ``max_failures`` failed logins for a name, that name is locked for
-    ``lockout_s`` seconds (in memory, per server process)."""
+    """Slows password guessing per client address, with growing delays; never a lock on a user name.
 
-    def __init__(self, max_failures: int = 5, lockout_s: float = 60.0) -> None:
-        self.max_failures = max_failures
-        self.lockout_s = lockout_s
+    An address may fail ``free_failures`` logins in a row; after that each further attempt must wait
+    ``base_delay_s * 2 ** (failures - free_failures)`` seconds (at most ``max_delay_s``) after its last
+    failure, and is refused with 429 before then. A success resets the address. Because the count is
+    kept per address and not per name, guessing one password across many names is slowed as much as
+    many passwords for one name, and the real user, logging in from their own address, is never locked
+    out by someone else's failures; even on a shared address the wait is bounded by ``max_delay_s``.
+    Kept in memory per server process; addresses idle for ``forget_s`` are forgotten.
+
+    Args:
+        free_failures: failures allowed without delay.
+        base_delay_s: the first delay, in seconds.
+        max_delay_s: the longest delay, in seconds.
+        forget_s: seconds after the last failure when an address starts afresh.
+        clock: monotonic seconds (tests pass a fake clock).
+    """
+
+    def __init__(
+        self,
+        free_failures: int = 5,
+        base_delay_s: float = 1.0,
+        max_delay_s: float = 300.0,
+        forget_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_addresses: int = 100_000,
+    ) -> None:
+        self.free_failures = free_failures
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.forget_s = forget_s
+        self.clock = clock
+        self.max_addresses = max_addresses
         self._failures: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
-    def locked(self, name: str) -> bool:
-        with self._lock:
-            count, since = self._failures.get(name, (0, 0.0))
-            if count >= self.max_failures and time.monotonic() - since < self.lockout_s:
-                return True
-            if count >= self.max_failures:
-                self._failures.pop(name, None)
-            return False
+    def delay_after(self, failures: int) -> float:
+        """Seconds an address must wait after its ``failures``-th failure in a row."""
+        if failures < self.free_failures:
+            return 0.0
+        return float(min(self.max_delay_s, self.base_delay_s * 2 ** (failures - self.free_failures)))
 
-    def failed(self, name: str) -> None:
+    def wait_s(self, address: str) -> float:
+        """Seconds before ``address`` may try again (0: now)."""
         with self._lock:
-            count, _ = self._failures.get(name, (0, 0.0))
-            self._failures[name] = (count + 1, time.monotonic())
+            count, last = self._failures.get(address, (0, 0.0))
+            if not count:
+                return 0.0
+            elapsed = self.clock() - last
+            if elapsed >= self.forget_s:
+                self._failures.pop(address, None)
+                return 0.0
+            return max(0.0, self.delay_after(count) - elapsed)
 
-    def succeeded(self, name: str) -> None:
+    def failed(self, address: str) -> None:
         with self._lock:
-            self._failures.pop(name, None)
+            now = self.clock()
+            count, last = self._failures.get(address, (0, now))
+            if now - last >= self.forget_s:
+                count = 0
+            self._failures[address] = (count + 1, now)
+            if len(self._failures) > self.max_addresses:  # drop the longest-idle addresses
+                for stale, _ in sorted(self._failures.items(), key=lambda kv: kv[1][1])[
+                    : len(self._failures) - self.max_addresses
+                ]:
+                    self._failures.pop(stale, None)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)

@@ -15,9 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB_NAME = "review.sqlite"
 REVIEW_STATUSES = ("accepted", "rejected", "fixed")
+ROLES = ("annotator", "lead")
+PHRASE_STATUSES = ("accepted", "rejected", "fixed")
 
 metadata = sa.MetaData()
 
@@ -35,6 +37,8 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(512), nullable=False),
     sa.Column("active", sa.Boolean, nullable=False, default=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # "annotator" or "lead" (bulk accept, user management, reports); added in schema 2.
+    sa.Column("role", sa.String(16), nullable=False, server_default="annotator"),
 )
 
 sessions = sa.Table(
@@ -72,6 +76,58 @@ decisions = sa.Table(
     sa.Column("phrases", sa.JSON, nullable=True),
     sa.Column("masks", sa.JSON, nullable=True),
     sa.Column("mask_refs", sa.JSON, nullable=True),
+)
+
+# One row per grounded phrase an annotator decided on its own (accept / reject / fix its words). When
+# every phrase of a tile is decided, the tile gets its decision from them (see decisions.py).
+phrase_decisions = sa.Table(
+    "phrase_decisions",
+    metadata,
+    sa.Column("tile_id", sa.String(255), primary_key=True),
+    sa.Column("phrase", sa.Integer, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=True),  # the fixed words (status "fixed")
+    sa.Column("reviewer", sa.String(64), nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Where each sample lives in samples.parquet and what the queue needs to know about it; built by
+# index.py by streaming the table, so the app never holds every sample in memory. ``position`` is the
+# review order (null: not queued).
+sample_index = sa.Table(
+    "sample_index",
+    metadata,
+    sa.Column("tile_id", sa.String(255), primary_key=True),
+    sa.Column("row_group", sa.Integer, nullable=False),
+    sa.Column("row_index", sa.Integer, nullable=False),
+    sa.Column("tile_path", sa.Text, nullable=True),
+    sa.Column("marks_path", sa.Text, nullable=True),
+    sa.Column("max_severity", sa.String(16), nullable=False),
+    sa.Column("severity_rank", sa.Integer, nullable=False),
+    sa.Column("n_flags", sa.Integer, nullable=False),
+    sa.Column("n_phrases", sa.Integer, nullable=False),
+    sa.Column("flag_codes", sa.Text, nullable=False),  # "|code|code|" (LIKE '%|code|%' finds one)
+    sa.Column("categories", sa.Text, nullable=False),  # "|ship|harbor|" (the phrases' categories)
+    sa.Column("spot_key", sa.String(64), nullable=False),
+    sa.Column("spot_check", sa.Boolean, nullable=False, default=False),
+    sa.Column("position", sa.Integer, nullable=True, unique=True),
+)
+
+# The row groups of instances.parquet holding each tile's instances (the priors panel).
+instance_groups = sa.Table(
+    "instance_groups",
+    metadata,
+    sa.Column("tile_id", sa.String(255), primary_key=True),
+    sa.Column("row_group", sa.Integer, primary_key=True),
+)
+
+# Flag codes and phrase categories of the dataset with their sample counts (the queue filter's choices).
+index_facets = sa.Table(
+    "index_facets",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),  # "flag_code" | "category"
+    sa.Column("value", sa.String(255), primary_key=True),
+    sa.Column("samples", sa.Integer, nullable=False),
 )
 
 events = sa.Table(
@@ -141,6 +197,8 @@ def open_engine(db_url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
     with engine.begin() as conn:
+        if "role" not in {c["name"] for c in sa.inspect(conn).get_columns("users")}:  # schema 1
+            conn.exec_driver_sql("ALTER TABLE users ADD COLUMN role VARCHAR(16) NOT NULL DEFAULT 'annotator'")
         append_only = {"sqlite": _SQLITE_APPEND_ONLY, "postgresql": _POSTGRES_APPEND_ONLY}
         for statement in append_only.get(engine.dialect.name, ()):
             conn.exec_driver_sql(statement)
@@ -149,6 +207,10 @@ def open_engine(db_url: str) -> Engine:
             conn.execute(sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
         elif int(found) > SCHEMA_VERSION:
             raise RuntimeError(f"review database schema {found} is newer than this app ({SCHEMA_VERSION})")
+        elif int(found) < SCHEMA_VERSION:
+            conn.execute(
+                sa.update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
+            )
     return engine
 
 

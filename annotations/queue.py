@@ -3,25 +3,29 @@
 Order: flagged tiles (``error`` before ``warning`` before ``info``; more flags first; then tile id),
 with a share of the unflagged tiles mixed in evenly as spot checks. Which unflagged tiles are spot
 checks depends only on the seed and the tile ids, so restarting the server gives the same queue.
+``build_queue`` states the order in Python; ``index.ensure_index`` computes the same order in the
+database, and ``ReviewQueue`` pages through it there (``chunk_size`` tiles per query), so no list of
+every tile is ever held in memory.
 
 Assignment is sticky: handing a tile to an annotator records it in ``assignments``; nobody else is
 handed that tile until it is decided or the lease runs out, and the annotator gets it back first when
-they come back.
+they come back. A ``QueueFilter`` narrows the queue to a flag code and/or a phrase category.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from .db import as_utc, assignments, decisions, utcnow
-from .samples import SampleSummary
+from .db import as_utc, assignments, decisions, sample_index, utcnow
+from .index import SampleSummary
 
 SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1, "none": 0}
 
@@ -48,6 +52,25 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class QueueFilter:
+    """Narrows the queue: only tiles with this flag code and/or a phrase of this category."""
+
+    flag_code: str | None = None
+    category: str | None = None
+
+    def clauses(self) -> list[Any]:
+        out = []
+        if self.flag_code:
+            out.append(sample_index.c.flag_codes.contains(f"|{self.flag_code}|", autoescape=True))
+        if self.category:
+            out.append(sample_index.c.categories.contains(f"|{self.category}|", autoescape=True))
+        return out
+
+
+NO_FILTER = QueueFilter()
+
+
+@dataclass(frozen=True)
 class QueueItem:
     """One tile in the queue: why it is there (severity, flag count, spot check)."""
 
@@ -62,7 +85,7 @@ def _spot_key(seed: int, tile_id: str) -> bytes:
 
 
 def build_queue(summaries: Iterable[SampleSummary], config: QueueConfig) -> list[QueueItem]:
-    """The review order for a dataset (see the module docstring)."""
+    """The review order for a dataset, in memory (the reference for the database's order)."""
     flagged: list[QueueItem] = []
     unflagged: list[str] = []
     for summary in summaries:
@@ -76,105 +99,145 @@ def build_queue(summaries: Iterable[SampleSummary], config: QueueConfig) -> list
     if not spots:
         return flagged
     # Spot check j sits at fractional position (j + 0.5) * len(flagged) / len(spots) among the flagged.
-    keyed = [(float(i), 0, item) for i, item in enumerate(flagged)]
+    keyed = [(float(i), 0, item.tile_id, item) for i, item in enumerate(flagged)]
     keyed += [
-        ((j + 0.5) * len(flagged) / len(spots) - 0.5, 1, QueueItem(tile_id, "none", 0, True))
+        ((j + 0.5) * len(flagged) / len(spots) - 0.5, 1, tile_id, QueueItem(tile_id, "none", 0, True))
         for j, tile_id in enumerate(spots)
     ]
-    keyed.sort(key=lambda entry: (entry[0], entry[1]))
-    return [item for _, _, item in keyed]
+    keyed.sort(key=lambda entry: (entry[0], entry[1], entry[2]))
+    return [entry[3] for entry in keyed]
 
 
 class ReviewQueue:
     """Hands queue tiles to annotators, one at a time, with sticky assignments.
 
     Args:
-        items: the queue order (``build_queue``).
-        engine: the review database.
-        config: lease length (the other fields were used to build ``items``).
+        engine: the review database, with the sample index built (``index.ensure_index``).
+        config: lease length (the other fields were used to build the index).
+        chunk_size: tiles fetched per query while looking for an open one.
     """
 
-    def __init__(
-        self, items: Sequence[QueueItem], engine: Engine, config: QueueConfig, chunk_size: int = 256
-    ) -> None:
-        self.items = list(items)
+    def __init__(self, engine: Engine, config: QueueConfig, chunk_size: int = 256) -> None:
         self.engine = engine
         self.config = config
         self.chunk_size = chunk_size
-        self._position = {item.tile_id: i for i, item in enumerate(self.items)}
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.count()
+
+    def count(self, where: QueueFilter = NO_FILTER) -> int:
+        """Queued tiles (matching ``where``)."""
+        query = sa.select(sa.func.count()).where(sample_index.c.position.is_not(None), *where.clauses())
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def position(self, tile_id: str) -> int | None:
         """0-based place of ``tile_id`` in the queue, or None when it is not queued."""
-        return self._position.get(tile_id)
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(sample_index.c.position).where(sample_index.c.tile_id == tile_id)
+            ).scalar()
+        return None if found is None else int(found)
 
     def item(self, tile_id: str) -> QueueItem | None:
-        position = self._position.get(tile_id)
-        return None if position is None else self.items[position]
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(sample_index).where(
+                    sample_index.c.tile_id == tile_id, sample_index.c.position.is_not(None)
+                )
+            ).first()
+        if row is None:
+            return None
+        return QueueItem(row.tile_id, row.max_severity, int(row.n_flags), bool(row.spot_check))
 
     def lease_cutoff(self, now: datetime | None = None) -> datetime:
         """Assignments made before this moment have lapsed."""
         return (now or utcnow()) - self.config.lease
 
-    def _order_from(self, after: str | None) -> Iterator[str]:
-        """Queue tile ids starting after ``after`` and wrapping around (``after`` itself last)."""
-        start = 0 if after is None or after not in self._position else self._position[after] + 1
-        for offset in range(len(self.items)):
-            yield self.items[(start + offset) % len(self.items)].tile_id
-
-    def _chunks(self, after: str | None) -> Iterator[list[str]]:
-        chunk: list[str] = []
-        for tile_id in self._order_from(after):
-            chunk.append(tile_id)
-            if len(chunk) == self.chunk_size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-    def _open_tiles(self, conn: sa.Connection, annotator: str, chunk: list[str], now: datetime) -> list[str]:
-        """The tiles of ``chunk`` (in order) that are undecided and free or already ``annotator``'s."""
-        decided = set(
-            conn.execute(sa.select(decisions.c.tile_id).where(decisions.c.tile_id.in_(chunk))).scalars()
-        )
-        taken = {
-            row.tile_id
-            for row in conn.execute(
-                sa.select(assignments.c.tile_id, assignments.c.annotator, assignments.c.assigned_at).where(
-                    assignments.c.tile_id.in_(chunk)
-                )
+    def _open_query(self, annotator: str, now: datetime, where: QueueFilter) -> sa.Select[Any]:
+        """Queued tiles that are undecided and free (or already ``annotator``'s), in queue order."""
+        si = sample_index
+        return (
+            sa.select(si.c.tile_id, si.c.position)
+            .outerjoin(decisions, decisions.c.tile_id == si.c.tile_id)
+            .outerjoin(assignments, assignments.c.tile_id == si.c.tile_id)
+            .where(
+                si.c.position.is_not(None),
+                decisions.c.tile_id.is_(None),
+                sa.or_(
+                    assignments.c.tile_id.is_(None),
+                    assignments.c.annotator == annotator,
+                    assignments.c.assigned_at < self.lease_cutoff(now),
+                ),
+                *where.clauses(),
             )
-            if row.annotator != annotator and (as_utc(row.assigned_at) or now) >= self.lease_cutoff(now)
-        }
-        return [t for t in chunk if t not in decided and t not in taken]
+            .order_by(si.c.position)
+        )
 
-    def in_progress(self, annotator: str) -> list[str]:
-        """Undecided queue tiles assigned to ``annotator``, in queue order."""
-        with self.engine.connect() as conn:
-            mine = conn.execute(
-                sa.select(assignments.c.tile_id)
-                .outerjoin(decisions, decisions.c.tile_id == assignments.c.tile_id)
-                .where(assignments.c.annotator == annotator, decisions.c.tile_id.is_(None))
-            ).scalars()
-            return sorted((t for t in mine if t in self._position), key=self._position.__getitem__)
-
-    def peek(self, annotator: str, after: str | None = None) -> str | None:
-        """The tile ``next_for`` would hand out, without assigning it."""
+    def _open_from(self, annotator: str, after: str | None, where: QueueFilter) -> Iterator[str]:
+        """Open tiles after ``after`` in queue order, wrapping around (``after`` itself excluded)."""
         now = utcnow()
+        start = self.position(after) if after is not None else None
+        ranges = [(-1, None)] if start is None else [(start, None), (-1, start)]
+        base = self._open_query(annotator, now, where)
+        with self.engine.connect() as conn:
+            for low, high in ranges:
+                cursor = low
+                while True:
+                    query = base.where(sample_index.c.position > cursor)
+                    if high is not None:
+                        query = query.where(sample_index.c.position < high)
+                    page = conn.execute(query.limit(self.chunk_size)).all()
+                    for row in page:
+                        if row.tile_id != after:
+                            yield str(row.tile_id)
+                    if len(page) < self.chunk_size:
+                        break
+                    cursor = int(page[-1].position)
+
+    def in_progress(self, annotator: str, where: QueueFilter = NO_FILTER, limit: int = 100) -> list[str]:
+        """Undecided queue tiles assigned to ``annotator`` (at most ``limit``), in queue order."""
+        si = sample_index
+        with self.engine.connect() as conn:
+            return [
+                str(t)
+                for t in conn.execute(
+                    sa.select(si.c.tile_id)
+                    .join(assignments, assignments.c.tile_id == si.c.tile_id)
+                    .outerjoin(decisions, decisions.c.tile_id == si.c.tile_id)
+                    .where(
+                        assignments.c.annotator == annotator,
+                        decisions.c.tile_id.is_(None),
+                        si.c.position.is_not(None),
+                        *where.clauses(),
+                    )
+                    .order_by(si.c.position)
+                    .limit(limit)
+                ).scalars()
+            ]
+
+    def count_in_progress(self, annotator: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(assignments)
+                    .outerjoin(decisions, decisions.c.tile_id == assignments.c.tile_id)
+                    .where(assignments.c.annotator == annotator, decisions.c.tile_id.is_(None))
+                ).scalar_one()
+            )
+
+    def peek(self, annotator: str, after: str | None = None, where: QueueFilter = NO_FILTER) -> str | None:
+        """The tile ``next_for`` would hand out, without assigning it."""
         if after is None:
-            mine = self.in_progress(annotator)
+            mine = self.in_progress(annotator, where, limit=1)
             if mine:
                 return mine[0]
-        with self.engine.connect() as conn:
-            for chunk in self._chunks(after):
-                open_tiles = [t for t in self._open_tiles(conn, annotator, chunk, now) if t != after]
-                if open_tiles:
-                    return open_tiles[0]
-        return None
+        return next(self._open_from(annotator, after, where), None)
 
-    def next_for(self, annotator: str, after: str | None = None) -> str | None:
+    def next_for(
+        self, annotator: str, after: str | None = None, where: QueueFilter = NO_FILTER
+    ) -> str | None:
         """Assign and return the next tile for ``annotator``; None when the queue is done.
 
         Without ``after`` the annotator first gets back the earliest tile they already hold. With
@@ -182,16 +245,14 @@ class ReviewQueue:
         wrapping around, so tiles skipped earlier come back at the end.
         """
         if after is None:
-            mine = self.in_progress(annotator)
+            mine = self.in_progress(annotator, where, limit=1)
             if mine:
                 return mine[0]
         now = utcnow()
-        with self.engine.connect() as conn:
-            for chunk in self._chunks(after):
-                for tile_id in self._open_tiles(conn, annotator, chunk, now):
-                    if tile_id != after and self.claim(annotator, tile_id, now):
-                        return tile_id
-        if after is not None and after in self._position and self.claim(annotator, after, now):
+        for tile_id in self._open_from(annotator, after, where):
+            if self.claim(annotator, tile_id, now):
+                return tile_id
+        if after is not None and self.position(after) is not None and self.claim(annotator, after, now):
             return after  # nothing else is open; stay on the current tile if it is still undecided
         return None
 
@@ -240,8 +301,15 @@ class ReviewQueue:
             return None
         return str(row.annotator)
 
-    def remaining(self) -> int:
-        """Queue tiles without a decision."""
+    def remaining(self, where: QueueFilter = NO_FILTER) -> int:
+        """Queue tiles without a decision (matching ``where``)."""
+        si = sample_index
         with self.engine.connect() as conn:
-            decided = set(conn.execute(sa.select(decisions.c.tile_id)).scalars())
-        return sum(1 for item in self.items if item.tile_id not in decided)
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(si)
+                    .outerjoin(decisions, decisions.c.tile_id == si.c.tile_id)
+                    .where(si.c.position.is_not(None), decisions.c.tile_id.is_(None), *where.clauses())
+                ).scalar_one()
+            )

@@ -183,7 +183,7 @@ def review_dir(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "data", default_specs())
 
 
-def add_test_user(engine: Any, name: str, password: str = PASSWORD) -> None:
+def add_test_user(engine: Any, name: str, password: str = PASSWORD, role: str = "annotator") -> None:
     """Insert a user with a cheap scrypt cost (the real cost is tested in test_security)."""
     import sqlalchemy as sa
 
@@ -193,7 +193,11 @@ def add_test_user(engine: Any, name: str, password: str = PASSWORD) -> None:
     with engine.begin() as conn:
         conn.execute(
             sa.insert(users).values(
-                name=name, password_hash=hash_password(password, n=2**10), active=True, created_at=utcnow()
+                name=name,
+                password_hash=hash_password(password, n=2**10),
+                active=True,
+                created_at=utcnow(),
+                role=role,
             )
         )
 
@@ -211,14 +215,22 @@ class Review:
     def engine(self) -> Any:
         return self.app.state.review.engine
 
-    def client(self, name: str | None = None, *, login: bool = True) -> Any:
-        """A TestClient; with ``name`` a user is created and logged in, and the CSRF header preset."""
+    def client(
+        self,
+        name: str | None = None,
+        *,
+        login: bool = True,
+        role: str = "annotator",
+        address: str = "testclient",
+    ) -> Any:
+        """A TestClient from client ``address``; with ``name`` a user with ``role`` is created and logged
+        in, and the CSRF header preset."""
         from fastapi.testclient import TestClient
 
-        client = TestClient(self.app)
+        client = TestClient(self.app, client=(address, 50000))
         self.clients.append(client)
         if name is not None:
-            add_test_user(self.engine, name)
+            add_test_user(self.engine, name, role=role)
             if login:
                 response = client.post("/api/login", json={"name": name, "password": PASSWORD})
                 assert response.status_code == 200, response.text

@@ -77,7 +77,7 @@ def test_queue_through_api_follows_severity_and_is_sticky(make_review):
     skipped_to = alice.get("/api/queue/next", params={"after": first}).json()["tile_id"]
     assert skipped_to == "P0003_0_128_0_128"
     summary = alice.get("/api/queue/summary").json()
-    assert summary == {"total": 5, "remaining": 5, "in_progress": 2, "samples": 25}
+    assert summary == {"total": 5, "remaining": 5, "in_progress": 2, "samples": 25, "today": 0}
     sample = bob.get(f"/api/samples/{first}").json()
     assert sample["holder"] == "alice"
     # Deciding releases the assignment; then her earliest held sample comes back first.
@@ -251,7 +251,7 @@ def test_concurrent_first_decisions_only_one_wins(make_review):
 
 def test_audit_log_records_before_and_after(make_review):
     review = make_review()
-    alice, bob = review.client("alice"), review.client("bob")
+    alice, bob = review.client("alice", role="lead"), review.client("bob")
     tile = "P0004_0_128_0_128"
     assert decide(alice, tile).status_code == 200
     gcg = "An empty <p> white van </p> [SEG]."
@@ -272,7 +272,9 @@ def test_audit_log_records_before_and_after(make_review):
     assert fix["before"]["gcg_caption"] == "An empty <p> white car </p> [SEG]."
     assert fix["after"]["gcg_caption"] == gcg and fix["after"]["status"] == "fixed"
     assert fix["at"].endswith("+00:00")
-    # Per-annotator counts.
+    # Per-annotator counts (a lead's report; annotators are refused).
+    assert bob.get("/api/stats").status_code == 403
+    assert bob.get("/api/events/export").status_code == 403
     stats = alice.get("/api/stats").json()
     by_name = {a["name"]: a for a in stats["annotators"]}
     assert by_name["alice"]["accept"] == 1 and by_name["alice"]["today"] == 1
@@ -291,8 +293,11 @@ def test_audit_log_records_before_and_after(make_review):
 
 def test_bulk_accept_over_a_filter(make_review):
     review = make_review(queue_config=NO_SPOTS)
-    alice, bob = review.client("alice"), review.client("bob")
+    alice, bob = review.client("alice", role="lead"), review.client("bob")
     held = bob.get("/api/queue/next").json()["tile_id"]  # bob holds P0001 (error)
+    # Annotators cannot bulk-accept (not even count).
+    refused = bob.post("/api/bulk-accept", json={"severities": ["error"], "dry_run": False})
+    assert refused.status_code == 403 and bob.get("/api/queue/summary").json()["remaining"] == 5
     dry = alice.post("/api/bulk-accept", json={"severities": ["none", "info"]}).json()
     assert dry["dry_run"] is True and dry["count"] == 21
     assert alice.get("/api/queue/summary").json()["remaining"] == 5  # a dry run changes nothing
@@ -460,11 +465,18 @@ def test_load_decisions_without_a_review_database_reads_nothing_and_writes_nothi
 
 
 def test_queue_uses_the_worst_flag_when_max_severity_disagrees(tmp_path, tools):
-    from annotations.samples import SampleStore
+    from annotations.db import open_engine, sample_index
+    from annotations.index import ensure_index
 
     spec = tools.TileSpec("X_0_1_0_1", ["A ", tools.Phrase("car", (0, 0, 4, 4))], [("bad", "error", "x")])
     root = tools.write_dataset(tmp_path / "d", [spec])
     table = pq.read_table(root / "samples.parquet")
     table = table.set_column(table.schema.get_field_index("max_severity"), "max_severity", pa.array(["none"]))
     pq.write_table(table, root / "samples.parquet")
-    assert [s.max_severity for s in SampleStore(root).summaries()] == ["error"]
+    engine = open_engine(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    ensure_index(engine, root)
+    with engine.connect() as conn:
+        assert list(conn.execute(sa.select(sample_index.c.max_severity, sample_index.c.position))) == [
+            ("error", 0)
+        ]
+    engine.dispose()

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / ".artifacts"
+
+
 def _require_browser() -> tuple[str, str]:
     found = find_browser()
     if isinstance(found, str):

@@ -31,6 +31,20 @@ DATA_ENDPOINTS = [
     ("POST", f"/api/samples/{TILE}/validate"),
     ("POST", "/api/bulk-accept"),
     ("POST", "/api/logout"),
+    ("GET", "/api/queue/facets"),
+    ("POST", f"/api/samples/{TILE}/phrases/0/decision"),
+    ("POST", "/api/undo"),
+    ("GET", "/api/users"),
+    ("POST", "/api/users"),
+    ("POST", "/api/users/alice"),
+]
+LEAD_ENDPOINTS = [
+    ("GET", "/api/stats", None),
+    ("GET", "/api/events/export", None),
+    ("GET", "/api/users", None),
+    ("POST", "/api/users", {"name": "eve2", "password": "longenough1", "role": "lead"}),
+    ("POST", "/api/users/bob", {"role": "lead"}),
+    ("POST", "/api/bulk-accept", {"severities": ["error"], "dry_run": False}),
 ]
 
 
@@ -74,16 +88,88 @@ def test_secure_cookie_flag(make_review, tools):
     assert "Secure" in response.headers["set-cookie"]
 
 
-def test_wrong_passwords_are_refused_and_throttled(make_review, tools):
-    review = make_review(throttle=auth.LoginThrottle(max_failures=3, lockout_s=60))
+def test_lead_endpoints_refuse_annotators_and_leads_manage_users(make_review, tools):
+    review = make_review()
+    bob = review.client("bob")
+    for method, path, body in LEAD_ENDPOINTS:
+        response = bob.request(method, path, json=body)
+        assert response.status_code == 403, (method, path, response.status_code)
+    assert bob.get("/api/me").json()["role"] == "annotator"
+    lead = review.client("lena", role="lead")
+    assert lead.get("/api/me").json()["role"] == "lead"
+    created = lead.post("/api/users", json={"name": "carol", "password": "long enough", "role": "annotator"})
+    assert created.status_code == 200
+    assert lead.post("/api/users", json={"name": "carol", "password": "long enough"}).status_code == 422
+    assert lead.post("/api/users/bob", json={"role": "lead"}).json() == {"name": "bob", "role": "lead"}
+    assert bob.get("/api/stats").status_code == 200  # bob's live session has the new role
+    assert lead.post("/api/users/lena", json={"active": False}).status_code == 422  # not yourself
+    assert lead.post("/api/users/nobody", json={"active": False}).status_code == 404
+    listed = {u["name"]: u for u in lead.get("/api/users").json()["users"]}
+    assert listed["carol"]["role"] == "annotator" and listed["bob"]["role"] == "lead"
+    carol = review.client()
+    ok = carol.post("/api/login", json={"name": "carol", "password": "long enough"})
+    assert ok.status_code == 200 and ok.json()["role"] == "annotator"
+    assert lead.post("/api/users/carol", json={"active": False}).status_code == 200
+    assert carol.get("/api/me").status_code == 401
+    actions = [e["action"] for e in lead.get("/api/events", params={"limit": 1000}).json()["events"]]
+    assert actions.count("change_user") == 2 and "add_user" in actions
+
+
+class FakeClock:
+    """Monotonic seconds that only move when told (no timed tests)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_wrong_passwords_are_refused_and_throttled_by_address_with_growing_delays(make_review, tools):
+    clock = FakeClock()
+    throttle = auth.LoginThrottle(free_failures=3, base_delay_s=2.0, max_delay_s=30.0, clock=clock)
+    review = make_review(throttle=throttle)
     tools.add_test_user(review.engine, "alice")
-    client = review.client()
-    assert client.post("/api/login", json={"name": "nobody", "password": "whatever1"}).status_code == 401
+    attacker = review.client(address="10.0.0.66")
+    for _ in range(3):  # free failures
+        assert (
+            attacker.post("/api/login", json={"name": "alice", "password": "wrong pass"}).status_code == 401
+        )
+    refused = attacker.post("/api/login", json={"name": "alice", "password": tools.PASSWORD})
+    assert refused.status_code == 429 and "set-cookie" not in refused.headers
+    assert refused.headers["Retry-After"] == "2" and refused.json()["retry_after"] == 2
+    # One password across many names is slowed just the same: the count is per address.
+    assert attacker.post("/api/login", json={"name": "bob", "password": "wrong pass"}).status_code == 429
+    # The real user, from their own address, is never locked out by someone else's failures.
+    alice = review.client(address="10.0.0.7")
+    assert alice.post("/api/login", json={"name": "alice", "password": tools.PASSWORD}).status_code == 200
+    # Growing delays: 2 s, 4 s, 8 s, ... capped at 30 s.
+    waits = []
+    for _ in range(6):
+        clock.now += throttle.wait_s("10.0.0.66")
+        assert (
+            attacker.post("/api/login", json={"name": "carol", "password": "wrong pass"}).status_code == 401
+        )
+        waits.append(throttle.wait_s("10.0.0.66"))
+    assert waits == [4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    # After the wait, the right password works from the attacker's address too (nobody is locked for good),
+    # and a success starts the address afresh.
+    clock.now += 30.0
+    assert attacker.post("/api/login", json={"name": "alice", "password": tools.PASSWORD}).status_code == 200
+    assert throttle.wait_s("10.0.0.66") == 0.0
+    # An address that stays quiet long enough is forgotten.
     for _ in range(3):
-        assert client.post("/api/login", json={"name": "alice", "password": "wrong pass"}).status_code == 401
-    locked = client.post("/api/login", json={"name": "alice", "password": tools.PASSWORD})
-    assert locked.status_code == 429
-    assert "set-cookie" not in locked.headers
+        throttle.failed("10.0.0.99")
+    assert throttle.wait_s("10.0.0.99") == 2.0
+    clock.now += throttle.forget_s
+    assert throttle.wait_s("10.0.0.99") == 0.0
+
+
+def test_throttle_memory_is_bounded():
+    throttle = auth.LoginThrottle(max_addresses=100, clock=FakeClock())
+    for i in range(1000):
+        throttle.failed(f"10.1.{i // 256}.{i % 256}")
+    assert len(throttle._failures) <= 100
 
 
 def test_login_only_takes_json(make_review, tools):
