@@ -249,7 +249,8 @@ def describe(
 def export(
     data: Annotated[Path, typer.Argument(help="A folder made by `geopixeld describe` (samples.parquet).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The EXPORT folder to write (replaced if it exists).")],
-    formats: Annotated[str, typer.Option(help="Comma-separated: gcg-parquet, coco, geopixel, glamm.")] = "gcg-parquet,coco,geopixel,glamm",
+    formats: Annotated[str, typer.Option(help="Comma-separated: gcg-parquet, coco, geopixel, glamm, geo (GeoParquet "
+                                         "layers geo/instances.parquet, geo/tiles.parquet).")] = "gcg-parquet,coco,geopixel,glamm,geo",
     split_by: Annotated[str, typer.Option(help="image (seeded hash of the source image) or block (geographic cells).")] = "image",
     ratios: Annotated[str, typer.Option(help="Split shares, train,val,test.")] = "0.8,0.1,0.1",
     seed: Annotated[int, typer.Option(help="Seed of the split hash.")] = 0,
@@ -259,6 +260,8 @@ def export(
     db: Annotated[str | None, typer.Option("--db", help="Review database, an SQLAlchemy URL (default: DATA/review.sqlite when present).")] = None,
     shard_mb: Annotated[float, typer.Option(help="Target Parquet shard size in MB.")] = 256.0,
     name: Annotated[str | None, typer.Option(help="Dataset name for the card (default: DATA's folder name).")] = None,
+    geo_crs: Annotated[str | None, typer.Option(help="geo format: reproject every georeferenced source into this CRS "
+                                                "(e.g. EPSG:4326); default one GeoParquet file per source CRS.")] = None,
 ) -> None:
     """Export samples as GCG Parquet shards (Hugging Face layout), COCO, GeoPixel and GLaMM formats.
 
@@ -273,7 +276,7 @@ def export(
         summary = run_export(
             data, out, formats=[f.strip() for f in formats.split(",") if f.strip()], ratios=ratio_values,
             seed=seed, split_by=split_by, block_size=block_size, split_file=split_file, decisions=decisions,
-            shard_mb=shard_mb, name=name, db_url=db,
+            shard_mb=shard_mb, name=name, db_url=db, geo_crs=geo_crs,
         )
     except (ValueError, OSError) as exc:  # bad settings or inputs, a missing tile, a full disk: all name the file
         typer.echo(f"error: {exc}", err=True)

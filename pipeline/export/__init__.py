@@ -38,7 +38,7 @@ from .formats import CocoWriter, GeoPixelWriter, GlammWriter, PolygonStats
 from .hf import ShardWriter, dataset_card
 from .splits import DEFAULT_SPLITS, assign_splits, read_split_file
 
-FORMATS = ("gcg-parquet", "coco", "geopixel", "glamm")
+FORMATS = ("gcg-parquet", "coco", "geopixel", "glamm", "geo")  # geo: GeoParquet layers (pipeline.geo)
 REVIEW_STATES = ("unreviewed", "accepted", "fixed", "rejected")
 
 
@@ -62,6 +62,8 @@ class ExportSummary:
         if self.polygon_iou_min is not None:
             lines.append(f"  GeoPixel polygons: min IoU with masks {self.polygon_iou_min:.4f}, "
                          f"{self.polygon_iou_below_098} masks below 0.98 (holes cannot be expressed)")
+        if self.extra.get("geo_text"):
+            lines.append(self.extra["geo_text"])
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,6 +242,7 @@ def export(
     name: str | None = None,
     overwrite: bool = True,
     db_url: str | None = None,
+    geo_crs: str | None = None,
 ) -> ExportSummary:
     """Write the export folder (see the module docstring); returns what was written.
 
@@ -250,6 +253,8 @@ def export(
     Args:
         decisions: review decisions as a Parquet file (``geopixeld review export-decisions``).
         db_url: the review database (SQLAlchemy URL); default ``DATA/review.sqlite`` when it exists.
+        geo_crs: format ``geo``: reproject georeferenced sources into this CRS (``EPSG:n``); default one
+            GeoParquet file per source CRS (see :mod:`pipeline.geo.layers`).
         shard_mb: target Parquet shard size in MB.
 
     Raises:
@@ -278,6 +283,7 @@ def export(
     prompts: set[str] = set()
     polygon = PolygonStats()
     files = 0
+    extra: dict[str, Any] = {}
     splits: dict[str, int] = {}
     with staged_folder(out, overwrite) as stage:
         writers: dict[str, _SplitWriters] = {}
@@ -298,6 +304,12 @@ def export(
                     geopixel = writers[split].geopixel
                     if geopixel is not None:
                         polygon.merge(geopixel.stats)
+            if "geo" in formats:  # GeoParquet layers, streamed image by image (pipeline.geo)
+                from ..geo import GeoConfig, write_geo_layers
+
+                geo = write_geo_layers(data, stage, GeoConfig(target_crs=geo_crs), split_of, review)
+                files += len(geo.files)
+                extra = {"geo": geo.to_dict(), "geo_text": geo.text()}
         except BaseException:
             for w in writers.values():
                 w.abort()
@@ -314,6 +326,7 @@ def export(
             "lmm_models": sorted(models),
             "prompt_versions": sorted(prompts),
             "source": str(data),
+            **({"geo": extra["geo"]} if "geo" in extra else {}),
         }
         if "gcg-parquet" in formats:
             with writing(stage / "README.md"):
@@ -324,7 +337,7 @@ def export(
     return ExportSummary(
         out_dir=str(out), splits=splits, formats=list(formats), files=files + 2, rejected=rejected,
         review=dict(review_counts), polygon_iou_min=polygon.iou_min,
-        polygon_iou_below_098=polygon.below_098, seconds=time.perf_counter() - start,
+        polygon_iou_below_098=polygon.below_098, seconds=time.perf_counter() - start, extra=extra,
     )
 
 
