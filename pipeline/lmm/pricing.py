@@ -2,11 +2,13 @@
 
 Prices are USD per 1 million tokens, separately for input (prompt, images included) and output. The
 built-in table holds list prices of a few well-known models as published by their vendors in 2025; they are
-ESTIMATES for planning, they change, and discounts (batch, cached input) are ignored. Pass your own table as a
-YAML or JSON file::
+ESTIMATES for planning, they change, and the cached-input discount is ignored. Answers that came through the
+Batch API (``LMMResult.batch``) cost ``1 - batch_discount`` of the list price (OpenAI: 50 % off, the
+default). Pass your own table as a YAML or JSON file::
 
     gpt-4o: {input: 2.50, output: 10.00}
     my-local-vlm: {input: 0, output: 0}
+    some-provider-model: {input: 1.0, output: 4.0, batch_discount: 0.4}
 
 A model name matches its exact entry, else the longest entry it starts with followed by ``-`` (so
 ``gpt-4o-2024-08-06`` gets ``gpt-4o``, ``gpt-4o-mini-2024-07-18`` gets ``gpt-4o-mini``). A model with no
@@ -25,17 +27,23 @@ import yaml
 
 from .types import OFFLINE_MODEL, LMMResult
 
+#: Share of the list price the OpenAI Batch API takes off (50 %).
+BATCH_DISCOUNT = 0.5
+
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """USD per 1M input tokens and per 1M output tokens."""
+    """USD per 1M input tokens and per 1M output tokens; ``batch_discount``: share taken off through the
+    Batch API (0.5 = half price)."""
 
     input_per_m: float
     output_per_m: float
+    batch_discount: float = BATCH_DISCOUNT
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """USD for the given token counts."""
-        return (input_tokens * self.input_per_m + output_tokens * self.output_per_m) / 1_000_000
+    def cost(self, input_tokens: int, output_tokens: int, batch: bool = False) -> float:
+        """USD for the given token counts (at the batch price when ``batch``)."""
+        usd = (input_tokens * self.input_per_m + output_tokens * self.output_per_m) / 1_000_000
+        return usd * (1.0 - self.batch_discount) if batch else usd
 
 
 #: Built-in estimates (USD per 1M tokens, vendor list prices, 2025). Check your provider before relying
@@ -47,6 +55,11 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "gpt-4.1": ModelPrice(2.00, 8.00),
     "gpt-4.1-mini": ModelPrice(0.40, 1.60),
     "gpt-4.1-nano": ModelPrice(0.10, 0.40),
+    "gpt-5": ModelPrice(1.25, 10.00),
+    "gpt-5-mini": ModelPrice(0.25, 2.00),
+    "gpt-5-nano": ModelPrice(0.05, 0.40),
+    "o3": ModelPrice(2.00, 8.00),
+    "o4-mini": ModelPrice(1.10, 4.40),
 }
 
 
@@ -68,7 +81,10 @@ class PriceTable:
         for model, entry in data.items():
             if not isinstance(entry, dict) or not {"input", "output"} <= set(entry):
                 raise ValueError(f"{path}: {model!r} needs 'input' and 'output' (USD per 1M tokens)")
-            prices[str(model)] = ModelPrice(float(entry["input"]), float(entry["output"]))
+            discount = float(entry.get("batch_discount", BATCH_DISCOUNT))
+            if not 0.0 <= discount <= 1.0:
+                raise ValueError(f"{path}: {model!r} batch_discount must be between 0 and 1, got {discount}")
+            prices[str(model)] = ModelPrice(float(entry["input"]), float(entry["output"]), discount)
         return cls(prices)
 
     def lookup(self, model: str) -> ModelPrice | None:
@@ -93,6 +109,7 @@ class RunTotals:
         sent: results that needed HTTP requests in this run (not served from cache).
         cached: results served without a request (cache hits and in-batch duplicates).
         failed: results with status ``error``.
+        batched: sent results answered through the Batch API (costed at the batch discount).
         attempts: HTTP attempts made, retries included.
         input_tokens, output_tokens: tokens of the requests sent in this run (cached ones cost nothing now).
         cost_usd: estimated cost of those tokens.
@@ -106,6 +123,7 @@ class RunTotals:
     sent: int = 0
     cached: int = 0
     failed: int = 0
+    batched: int = 0
     attempts: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -131,6 +149,7 @@ class RunTotals:
                 totals.cached += 1
                 continue
             totals.sent += 1
+            totals.batched += result.batch
             totals.attempts += result.attempts
             totals.input_tokens += result.input_tokens
             totals.output_tokens += result.output_tokens
@@ -139,7 +158,7 @@ class RunTotals:
             if price is None:
                 unpriced.add(result.model)
             else:
-                totals.cost_usd += price.cost(result.input_tokens, result.output_tokens)
+                totals.cost_usd += price.cost(result.input_tokens, result.output_tokens, result.batch)
         totals.latency_s_mean = latency_sum / totals.sent if totals.sent else 0.0
         totals.models = tuple(sorted(models))
         totals.unpriced_models = tuple(sorted(unpriced))
@@ -162,10 +181,12 @@ class RunTotals:
     def summary(self) -> str:
         """One line for logs and the console."""
         return (
-            f"{self.calls} calls: {self.sent} sent, {self.cached} cached, {self.failed} failed, "
+            f"{self.calls} calls: {self.sent} sent"
+            + (f" ({self.batched} through the Batch API)" if self.batched else "")
+            + f", {self.cached} cached, {self.failed} failed, "
             f"{self.attempts} attempts; tokens in {self.input_tokens:,} / out {self.output_tokens:,}; "
             f"est. cost ${self.cost_usd:.4f} ({self.note})"
         )
 
 
-__all__ = ["DEFAULT_PRICES", "ModelPrice", "PriceTable", "RunTotals", "load_price_table"]
+__all__ = ["BATCH_DISCOUNT", "DEFAULT_PRICES", "ModelPrice", "PriceTable", "RunTotals", "load_price_table"]

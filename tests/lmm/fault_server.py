@@ -27,6 +27,9 @@ a body with ``max_tokens`` gets 400 ``unsupported_parameter``, a temperature oth
 ``unsupported_value`` (OpenAI's error bodies). With ``server.structured = False`` a ``response_format`` gets
 400 as well.
 
+A grouped request (facts with ``objects``) has the id ``"a+b+c"`` of its objects and answers
+``{"objects": [{"mark": m, "description": "answer <id>"}, ...]}`` unless ``server.answers`` says otherwise.
+
 The plan is server state, not part of the request, so a test can change it between runs without
 changing the requests' cache keys. The server records every request (time, id, attempt number, headers,
 body) and the most requests it ever had in flight.
@@ -97,6 +100,8 @@ class FaultHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         facts = body.get("geopixeld_facts") or {}
         request_id = str(facts.get("id", "?"))
+        if isinstance(facts.get("objects"), list):  # a grouped request: its id joins its objects' ids
+            request_id = "+".join(str(o.get("id", "?")) for o in facts["objects"])
         log = self.server.log
         with log.lock:
             attempt = log.attempts.get(request_id, 0) + 1
@@ -142,7 +147,12 @@ class FaultHandler(BaseHTTPRequestHandler):
         if kind in ("delay", "sleep"):
             self.server.stopping.wait(float(arg))
             kind = "ok"
-        content = self.server.answers.get(request_id, f"answer {request_id}")
+        facts = body.get("geopixeld_facts") or {}
+        default = f"answer {request_id}"
+        if isinstance(facts.get("objects"), list):
+            default = json.dumps({"objects": [{"mark": o.get("mark"), "description": f"answer {o.get('id')}"}
+                                              for o in facts["objects"]]})  # fmt: skip
+        content = self.server.answers.get(request_id, default)
         payload = {
             "id": f"chatcmpl-{request_id}",
             "object": "chat.completion",
