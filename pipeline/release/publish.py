@@ -33,6 +33,7 @@ import shutil
 import socket
 import tempfile
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,6 +68,8 @@ from pipeline.release.store import CLAIM_NAME, MANIFEST_NAME, Store, validate_na
 CARD_PATH = "README.md"
 CHANGELOG_PATH = "CHANGELOG.md"
 CROISSANT_PATH = "croissant.json"
+#: STAC metadata the release writes itself (pipeline.geo.stac) when the export has GeoParquet layers.
+STAC_PREFIX = "stac/"
 
 
 @dataclass
@@ -189,7 +192,7 @@ def stage_release(
     else:
         directory = Path(tempfile.mkdtemp(prefix=f"geopixeld-release-{plan.name}-{plan.version}-"))
     try:
-        entries = [_copy(scan, rel, directory) for rel in scan.files]
+        entries = [_copy(scan, rel, directory) for rel in scan.files if not rel.startswith(STAC_PREFIX)]
         if CARD_PATH not in scan.files:
             entries.append(_write(directory, CARD_PATH, _default_card(plan).encode(), None))
         buffer = io.BytesIO()
@@ -210,6 +213,7 @@ def stage_release(
             cite_as=cite_as or _optional_str(scan.export_meta.get("citation")),
         )
         entries.append(_write(directory, CROISSANT_PATH, _json_bytes(doc), None))
+        entries += _stac(plan, directory, description or _description(plan, card), license or _license(scan, card))
         manifest = _manifest(plan, entries)
         (directory / MANIFEST_NAME).write_bytes(manifest.to_json())
     except BaseException:
@@ -319,10 +323,11 @@ def _diff_against(store: Store, name: str, previous: Version, scan: ExportScan) 
     old_files = {
         e.path: e.sha256
         for e in manifest.files
-        if e.path not in shard_paths and e.path not in GENERATED_PATHS
+        if e.path not in shard_paths and e.path not in GENERATED_PATHS and not e.path.startswith(STAC_PREFIX)
     }
     new_shards = {p for paths in scan.shards.values() for p in paths}
-    new_files = {rel: file_sha256(scan.root / rel)[0] for rel in scan.files if rel not in new_shards}
+    new_files = {rel: file_sha256(scan.root / rel)[0] for rel in scan.files
+                 if rel not in new_shards and not rel.startswith(STAC_PREFIX)}
     return diff_indexes(
         old_index,
         scan.index,
@@ -388,6 +393,23 @@ def _read_text(store: Store, path: str) -> str | None:
 
 def _optional_str(value: Any) -> str | None:
     return str(value) if value else None
+
+
+def _stac(plan: PublishPlan, directory: Path, description: str, license: str) -> list[FileEntry]:
+    """``stac/`` for exports with GeoParquet layers (``geo/``); without pystac a warning and no STAC."""
+    if not any(rel.startswith("geo/") for rel in plan.scan.files):
+        return []
+    from pipeline.geo import GeoError
+    from pipeline.geo.stac import write_stac
+
+    try:
+        written = write_stac(directory, directory, name=plan.name, version=str(plan.version), created=plan.created,
+                             description=description, license=license)
+    except GeoError as exc:
+        warnings.warn(f"release {plan.name}=={plan.version} carries no STAC metadata: {exc}", stacklevel=2)
+        return []
+    return [FileEntry(path=rel, sha256=sha, bytes=size) for rel in written
+            for sha, size in [file_sha256(directory / rel)]]
 
 
 def _json_bytes(data: Any) -> bytes:

@@ -31,7 +31,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow.dataset as ds
 
@@ -39,6 +39,9 @@ from pipeline.release.changelog import Version
 from pipeline.release.errors import CacheConflictError, ChecksumError, InvalidSpecError, ReleaseError
 from pipeline.release.manifest import FileEntry, Manifest, file_sha256
 from pipeline.release.store import MANIFEST_NAME, STORE_ENV, Store, validate_name
+
+if TYPE_CHECKING:
+    from pipeline.geo.frames import ReleaseData
 
 #: Environment variable overriding the cache folder used by :func:`load`.
 CACHE_ENV = "GEOPIXELD_CACHE"
@@ -240,8 +243,11 @@ def load(
     cache_dir: str | os.PathLike[str] | None = None,
     *,
     store_options: dict[str, Any] | None = None,
-) -> dict[str, ds.Dataset]:
+) -> ReleaseData:
     """Pull ``name==version`` into the local cache and return ``{split: pyarrow.dataset.Dataset}``.
+
+    The returned :class:`~pipeline.geo.frames.ReleaseData` is that dict plus pandas access for analysis:
+    ``.to_pandas("samples" | "instances" | "flags" | "calls")`` (or ``.samples()``, ``.flags()``...).
 
     Args:
         name: release name.
@@ -250,11 +256,13 @@ def load(
         cache_dir: where releases are cached (default :func:`default_cache_dir`).
         store_options: fsspec storage options when ``store`` is a URI.
     """
+    from pipeline.geo.frames import ReleaseData
+
     result = pull(f"{name}=={version}", store, cache_dir or default_cache_dir(), store_options=store_options)
-    return {
+    return ReleaseData({
         split: ds.dataset([str(result.path / p) for p in paths], format="parquet")
         for split, paths in sorted(result.manifest.parquet_by_split().items())
-    }
+    }, result.path)
 
 
 def _read_manifest(store: Store, name: str, version: Version) -> tuple[bytes, Manifest]:
