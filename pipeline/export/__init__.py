@@ -306,9 +306,10 @@ def export(
                         polygon.merge(geopixel.stats)
             if "geo" in formats:  # GeoParquet layers, streamed image by image (pipeline.geo)
                 from ..geo import GeoConfig, write_geo_layers
+                from ..geo.frames import copy_call_log
 
                 geo = write_geo_layers(data, stage, GeoConfig(target_crs=geo_crs), split_of, review)
-                files += len(geo.files)
+                files += len(geo.files) + copy_call_log(data, stage)  # + tables/lmm_calls.parquet for analysis
                 extra = {"geo": geo.to_dict(), "geo_text": geo.text()}
         except BaseException:
             for w in writers.values():
