@@ -212,3 +212,17 @@ def category_table(release: ReleaseData) -> pd.DataFrame:
              "pieces": pieces[n], "area_m2": round(area[n], 2)} for n in names]
     frame = _pandas().DataFrame(rows, columns=["category", "phrases", "samples", "objects", "pieces", "area_m2"])
     return frame.sort_values(["phrases", "objects", "category"], ascending=[False, False, True], ignore_index=True)
+
+
+def stats_text(release: ReleaseData, title: str) -> str:
+    """The per-category and per-flag tables as plain text (``geopixeld release show --stats``)."""
+    cats = category_table(release)
+    flags = flag_table(release)
+    total = sum(d.count_rows() for d in release.values())
+    parts = [f"{title}: {total} samples in {len(release)} split(s) ({release.path})", "",
+             "Per category (phrases: grounded [SEG] phrases; objects: distinct object_id in geo/; "
+             "area in m² where the GSD is known)",
+             cats.to_string(index=False) if len(cats) else "(no categories)", "",
+             "Per flag (flags: occurrences; samples: samples carrying it)",
+             flags.to_string(index=False) if len(flags) else "(no flags)"]
+    return "\n".join(parts)

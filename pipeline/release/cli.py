@@ -127,8 +127,25 @@ def show_cmd(
     store: StoreOpt,
     store_option: StoreOptionsOpt = None,
     files: Annotated[bool, typer.Option(help="Also list every file with its sha256.")] = False,
+    stats: Annotated[
+        bool,
+        typer.Option(help="Pull the release into the cache and print per-category and per-flag tables instead."),
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Cache for --stats (default $GEOPIXELD_CACHE or ~/.cache/geopixeld/releases).")
+    ] = None,
 ) -> None:
-    """Show the manifest of one release as JSON (files summarised unless --files)."""
+    """Show the manifest of one release as JSON (files summarised unless --files), or --stats tables."""
+    if stats:
+        from pipeline.geo.frames import stats_text
+        from pipeline.release.pull import ReleaseSpec, load
+
+        with _user_errors():
+            parsed = ReleaseSpec.parse(spec)
+            release = load(parsed.name, parsed.version, store, cache_dir,
+                           store_options=parse_store_options(store_option))
+        typer.echo(stats_text(release, f"{parsed.name}=={release.path.name}"))
+        return
     with _user_errors():
         manifest = show_release(spec, store, store_options=parse_store_options(store_option))
     data = manifest.model_dump(mode="json")
