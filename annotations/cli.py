@@ -88,9 +88,12 @@ def add_user_command(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
     ] = False,
-    replace: Annotated[bool, typer.Option(help="Set a new password for an existing user.")] = False,
+    replace: Annotated[bool, typer.Option(help="Set a new password (and role) for an existing user.")] = False,
+    role: Annotated[
+        str, typer.Option(help="annotator, or lead (bulk accept, user management, reports).")
+    ] = "annotator",
 ) -> None:
-    """Create an annotator account (prompts for the password unless --password-stdin)."""
+    """Create an account (prompts for the password unless --password-stdin)."""
     from .auth import add_user
     from .db import default_db_url, open_engine
 
@@ -100,13 +103,13 @@ def add_user_command(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     engine = open_engine(db or default_db_url(data))
     try:
-        add_user(engine, name, password, replace=replace)
+        add_user(engine, name, password, replace=replace, role=role)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
     finally:
         engine.dispose()
-    typer.echo(f"user {name} {'updated' if replace else 'created'}")
+    typer.echo(f"user {name} ({role}) {'updated' if replace else 'created'}")
 
 
 @app.command("export-decisions")

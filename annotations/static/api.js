@@ -15,8 +15,12 @@ export async function whoAmI() {
   return me;
 }
 
+const RETURN_KEY = "gpx-review-return";
+
 async function handle(response) {
   if (response.status === 401) {
+    // Back to this sample after logging in again (a fix being typed is kept as a draft).
+    sessionStorage.setItem(RETURN_KEY, window.location.hash);
     window.location.assign("/login");
     throw new Error("session expired");
   }
@@ -47,6 +51,20 @@ export const urls = {
   decision: (id) => `/api/samples/${encodeURIComponent(id)}/decision`,
   validate: (id) => `/api/samples/${encodeURIComponent(id)}/validate`,
   events: (id) => `/api/events?tile_id=${encodeURIComponent(id)}&limit=50`,
-  next: (after) => `/api/queue/next${after ? `?after=${encodeURIComponent(after)}` : ""}`,
-  peek: (after) => `/api/queue/peek${after ? `?after=${encodeURIComponent(after)}` : ""}`,
+  phraseDecision: (id, n) => `/api/samples/${encodeURIComponent(id)}/phrases/${n}/decision`,
+  next: (after, filter) => `/api/queue/next${query({ after }, filter)}`,
+  peek: (after, filter) => `/api/queue/peek${query({ after }, filter)}`,
+  summary: (filter) => `/api/queue/summary${query({}, filter)}`,
 };
+
+/** "?after=...&flag_code=..." from params and a queue filter written "flag_code:VALUE" / "category:VALUE". */
+function query(params, filter) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) if (value) search.set(key, value);
+  if (filter) {
+    const at = filter.indexOf(":");
+    search.set(filter.slice(0, at), filter.slice(at + 1));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}

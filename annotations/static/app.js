@@ -6,7 +6,7 @@
 
 import { getJSON, postJSON, urls, whoAmI } from "./api.js";
 import {
-  highlightPriors, renderCaption, renderFlags, renderHistory, renderPhraseList, renderPriors,
+  flagSummary, formatTime, highlightPriors, renderCaption, renderFlags, renderHistory, renderPhraseList, renderPriors,
 } from "./caption.js";
 import { bulkCount, bulkGo, openDialog, openStats } from "./dialogs.js";
 import { clear, el } from "./dom.js";
@@ -34,8 +34,12 @@ const state = {
   hover: null,
   pinned: null,
   loadToken: 0,
-  busy: false,
+  busy: false, // a decision is in flight
+  ready: false, // the sample on screen is fully shown (data, masks and image): decisions allowed
+  done: false, // the "queue complete" screen: nothing to decide on
   conflict: null,
+  phraseCursor: null, // the phrase that Shift+A / Shift+R / Shift+E act on
+  filter: sessionStorage.getItem("gpx-review-filter") || "",
   ...JSON.parse(sessionStorage.getItem(NAV_KEY) || '{"history": [], "pos": -1}'),
 };
 const saveNav = () => sessionStorage.setItem(NAV_KEY, JSON.stringify({ history: state.history, pos: state.pos }));
@@ -57,6 +61,68 @@ const viewer = new Viewer($("viewport"), $("stage"), {
     setHover(hit);
   },
 });
+
+// ---------------------------------------------------------------- decision state
+
+/** Enable the decision buttons only when a decision is possible (see state.ready / busy / done). */
+function canDecide() {
+  return Boolean(state.ready && !state.busy && !state.done && state.sample);
+}
+
+function syncActions() {
+  const ok = canDecide();
+  for (const id of ["btn-accept", "btn-reject", "btn-edit", "btn-save"]) $(id).disabled = !ok;
+  document.body.dataset.ready = String(ok);
+  document.body.classList.toggle("busy", state.busy);
+}
+
+// ---------------------------------------------------------------- drafts of fixes
+
+// A fix being typed is copied to localStorage on every keystroke, so that it survives an expired
+// session, a reload or a crash; it is offered again when the same annotator opens the same sample.
+const DRAFT_PREFIX = "gpx-draft:";
+const DRAFT_MAX_AGE_MS = 14 * 24 * 3600 * 1000;
+const draftKey = (tileId) => `${DRAFT_PREFIX}${state.me.user}:${tileId}`;
+
+function saveDraft() {
+  if (state.mode !== "edit" || !state.draft || !state.sample) return;
+  const draft = state.draft;
+  if (!draft.changed() && !draft.pending && !$("note").value) {
+    localStorage.removeItem(draftKey(state.tileId));
+    return;
+  }
+  localStorage.setItem(draftKey(state.tileId), JSON.stringify({
+    ...draft.payload(), pending: draft.pending, note: $("note").value,
+    base_revision: state.sample.revision, saved_at: new Date().toISOString(),
+  }));
+}
+
+function loadDraft(tileId) {
+  try {
+    const saved = JSON.parse(localStorage.getItem(draftKey(tileId)) || "null");
+    return saved && typeof saved.gcg_caption === "string" && Array.isArray(saved.mask_refs) ? saved : null;
+  } catch {
+    return null;
+  }
+}
+
+function dropDraft(tileId) {
+  localStorage.removeItem(draftKey(tileId));
+}
+
+function pruneDrafts() {
+  const now = Date.now();
+  for (let i = localStorage.length - 1; i >= 0; i -= 1) {
+    const key = localStorage.key(i);
+    if (!key?.startsWith(DRAFT_PREFIX)) continue;
+    try {
+      const saved = JSON.parse(localStorage.getItem(key));
+      if (!saved || now - Date.parse(saved.saved_at) > DRAFT_MAX_AGE_MS) localStorage.removeItem(key);
+    } catch {
+      localStorage.removeItem(key);
+    }
+  }
+}
 
 // ---------------------------------------------------------------- what is shown
 
@@ -164,12 +230,49 @@ function renderHead() {
   head.append(badges);
   const where = s.queue.position === null ? "not in queue" : `queue #${s.queue.position + 1} of ${s.queue.total}`;
   head.append(el("div", { className: "muted small", text: `${where} · ${s.width}×${s.height} · ${s.masks.length} masks · ${s.lmm_model || "?"} / ${s.prompt_version || "?"}` }));
+  if (s.flags.length) {
+    head.append(el("div", { className: "small flag-count", text: `Flags: ${flagSummary(s.flags)} (below the phrases)` }));
+  }
+  if (s.decision?.note) head.append(el("div", { className: "muted small", text: `note by ${s.decision.reviewer}: ${s.decision.note}` }));
+}
+
+/** The mask of phrase `p` of the original sample (phrase i of a sample grounds mask i). */
+function maskOfPhrase(p) {
+  return state.sample && Number.isInteger(p) && p >= 0 && p < state.sample.masks.length ? p : null;
+}
+
+/** Bring the caption's phrase for mask `ref` into view (and flash it when `flash`). */
+function scrollToPhrase(ref, { flash = false, block = "nearest" } = {}) {
+  if (ref === null || ref === undefined) return;
+  const span = document.querySelector(`#caption .phrase[data-ref="${ref}"]`);
+  if (!span) return;
+  span.scrollIntoView({ block, inline: "nearest" });
+  if (flash) {
+    span.classList.remove("flash");
+    void span.offsetWidth; // restart the animation
+    span.classList.add("flash");
+  }
+}
+
+/** A flag was clicked: pin its phrase's mask, bring mask and phrase into view, mark its instances. */
+function showFlag(flag) {
+  const ref = maskOfPhrase(flag.phrase);
+  if (ref !== null) {
+    state.pinned = ref;
+    setHover(null);
+    const mask = overlay.masks[ref];
+    if (mask) viewer.reveal(mask.labelX, mask.labelY);
+    scrollToPhrase(ref, { flash: true, block: "center" });
+  } else if (Number.isInteger(flag.phrase)) {
+    toast(`Flag ${flag.code} names phrase ${flag.phrase + 1}, which has no mask in this sample`);
+  }
+  if (flag.instance_ids?.length) highlightPriors($("priors"), flag.instance_ids);
 }
 
 function renderPanel() {
   const s = state.sample;
   renderHead();
-  renderFlags($("flags"), s.flags);
+  renderFlags($("flags"), s.flags, s.original.phrases || [], { onFlag: showFlag });
   const editing = state.mode === "edit";
   document.body.classList.toggle("editing", editing);
   if (editing) {
@@ -179,7 +282,12 @@ function renderPanel() {
     renderDraftPhrases($("phrases"), state.draft, masks, handlers);
   } else {
     const problems = renderCaption($("caption"), s.current.caption, s.current.phrases, s.current.mask_refs, focusHandlers);
-    renderPhraseList($("phrases"), s.current.phrases, s.current.mask_refs, focusHandlers);
+    renderPhraseList($("phrases"), s.current.phrases, s.current.mask_refs, focusHandlers, {
+      decided: s.phrase_decisions || {},
+      cursor: state.phraseCursor,
+      phraseActions: !s.decision,
+      onPhrase: (i, action) => phraseDecide(i, action),
+    });
     const note = $("caption-problems");
     note.textContent = problems.join("; ");
     note.classList.toggle("hidden", !problems.length);
@@ -195,11 +303,11 @@ async function refreshHistory() {
 }
 
 async function refreshProgress() {
-  const [summary, stats] = await Promise.all([getJSON("/api/queue/summary"), getJSON("/api/stats")]);
+  const summary = await getJSON(urls.summary(state.filter));
   if (!summary.ok) return;
-  const mine = stats.ok ? stats.data.annotators.find((a) => a.name === state.me.user) : null;
-  const { total, remaining } = summary.data;
-  $("progress-text").textContent = `${total - remaining} of ${total} queued samples reviewed · ${remaining} left · you today: ${mine ? mine.today : 0}`;
+  const { total, remaining, today } = summary.data;
+  const filtered = state.filter ? " (filtered)" : "";
+  $("progress-text").textContent = `${total - remaining} of ${total} queued samples reviewed${filtered} · ${remaining} left · you today: ${today}`;
   $("progress-bar").style.width = `${total ? (100 * (total - remaining)) / total : 100}%`;
 }
 
@@ -258,6 +366,10 @@ async function showImage(url) {
 async function open(tileId, { push = true } = {}) {
   const token = ++state.loadToken;
   const t0 = performance.now();
+  state.ready = false; // nothing can be decided until this sample is fully shown
+  state.done = false;
+  document.body.classList.remove("queue-done");
+  syncActions();
   $("stage").classList.add("loading");
   $("spinner").classList.remove("hidden");
   let imageReady = showImage(imageUrl(tileId)).then(() => null, (error) => error);
@@ -272,7 +384,9 @@ async function open(tileId, { push = true } = {}) {
   if (prefs.layer === "marks" && !res.data.has_marks) {
     imageReady = showImage(urls.image(tileId, "tile")).then(() => null, (error) => error);
   }
-  Object.assign(state, { sample: res.data, tileId, mode: "view", draft: null, hover: null, pinned: null, conflict: null });
+  Object.assign(state, {
+    sample: res.data, tileId, mode: "view", draft: null, hover: null, pinned: null, conflict: null, phraseCursor: null,
+  });
   if (push) {
     state.history = state.history.slice(0, state.pos + 1).filter((id) => id !== tileId);
     state.history.push(tileId);
@@ -281,8 +395,11 @@ async function open(tileId, { push = true } = {}) {
   saveNav();
   window.history.replaceState(null, "", `#tile=${encodeURIComponent(tileId)}`);
   hideBanner();
-  $("note").value = res.data.decision?.note || "";
+  $("note").value = ""; // a note belongs to one decision; an earlier one is shown in the head
   renderPanel();
+  $("panel").scrollTop = 0;
+  const saved = loadDraft(tileId);
+  if (saved) restoreDraft(saved);
   const tPanel = performance.now();
   const decoded = res.data.masks.map((rle) => {
     try {
@@ -301,7 +418,13 @@ async function open(tileId, { push = true } = {}) {
   const imageError = await imageReady;
   const tImage = performance.now();
   if (token !== state.loadToken) return;
-  if (imageError) banner("error", `The tile image of ${tileId} could not be loaded.`);
+  if (imageError) {
+    const retry = el("button", { type: "button", text: "Retry" });
+    retry.addEventListener("click", () => open(tileId, { push: false }));
+    banner("error", `The tile image of ${tileId} could not be loaded, so it cannot be decided now (j skips it).`, retry);
+  }
+  state.ready = !imageError;
+  syncActions();
   $("stage").classList.remove("loading");
   $("spinner").classList.add("hidden");
   requestAnimationFrame(() => requestAnimationFrame(() => {
@@ -314,6 +437,7 @@ async function open(tileId, { push = true } = {}) {
     };
     document.body.dataset.rendered = tileId;
     document.body.dataset.revision = String(state.sample.revision);
+    document.body.dataset.imageOk = String(!imageError);
   }));
   refreshHistory();
   prefetchNext(tileId);
@@ -321,7 +445,7 @@ async function open(tileId, { push = true } = {}) {
 
 /** Warm the browser cache with the image of the sample the queue would hand out next. */
 async function prefetchNext(tileId) {
-  const res = await getJSON(urls.peek(tileId));
+  const res = await getJSON(urls.peek(tileId, state.filter));
   if (!res.ok || !res.data.tile_id || res.data.tile_id === tileId) return;
   keepDecoded(imageUrl(res.data.tile_id));
 }
@@ -333,14 +457,14 @@ function confirmLeave() {
   return true;
 }
 
-async function next() {
+async function next(_options = {}) {
   if (!confirmLeave()) return;
   if (state.pos >= 0 && state.pos < state.history.length - 1) {
     state.pos += 1;
     await open(state.history[state.pos], { push: false });
     return;
   }
-  const res = await getJSON(urls.next(state.tileId));
+  const res = await getJSON(urls.next(state.done ? null : state.tileId, state.filter));
   if (!res.ok) {
     banner("error", `The queue is not available (${res.status}).`);
     return;
@@ -367,9 +491,20 @@ async function prev() {
 }
 
 function showDone() {
+  // Nothing is on screen to decide on: a, r, e and the buttons do nothing here (u still undoes).
+  Object.assign(state, { done: true, ready: false, sample: null, mode: "view", draft: null, hover: null, pinned: null });
+  state.loadToken += 1;
+  syncActions();
+  document.body.classList.add("queue-done");
+  document.body.classList.remove("editing");
+  for (const id of ["sample-head", "flags", "caption", "phrases", "priors", "history", "labels"]) clear($(id));
+  $("note").value = "";
+  $("tile-img").removeAttribute("src");
+  overlay.load([], 1, 1);
   toast("Queue complete");
-  banner("done", "Nothing left in the queue. Use k to go back, or Bulk accept for unflagged samples.");
+  banner("done", "Nothing left in the queue. Use k to go back, u to undo your last decision, or change the queue filter.");
   document.body.dataset.rendered = "__done__";
+  refreshProgress();
 }
 
 // ---------------------------------------------------------------- decisions
@@ -377,7 +512,8 @@ function showDone() {
 const ACTION_WORDS = { accept: "Accepted", reject: "Rejected", fix: "Fixed" };
 
 async function decide(action, { baseRevision = null } = {}) {
-  if (state.busy || !state.sample) return;
+  // One decision at a time, only on a sample that is fully shown (image included).
+  if (!canDecide()) return;
   const tileId = state.tileId;
   const body = {
     action,
@@ -386,30 +522,36 @@ async function decide(action, { baseRevision = null } = {}) {
   };
   if (action === "fix") body.fix = state.draft.payload();
   state.busy = true;
-  document.body.classList.add("busy");
+  syncActions();
   let res;
   try {
     res = await postJSON(urls.decision(tileId), body);
   } finally {
     state.busy = false;
-    document.body.classList.remove("busy");
   }
   if (tileId !== state.tileId) return;
   if (res.ok) {
     toast(`${ACTION_WORDS[action]} ${tileId}`);
+    dropDraft(tileId);
     state.sample.decision = res.data.decision;
     state.sample.revision = res.data.decision.revision;
     state.mode = "view";
     state.draft = null;
+    state.ready = false; // stays off until the next sample is shown
+    syncActions();
     refreshProgress();
-    await next();
-  } else if (res.status === 409) {
+    await next({ force: true });
+    return;
+  }
+  syncActions();
+  if (res.status === 409) {
     const current = res.data.current || {};
     const retry = el("button", { type: "button", text: `Save mine on top (rev ${current.revision})` });
     retry.addEventListener("click", () => decide(action, { baseRevision: current.revision }));
     const reload = el("button", { type: "button", text: "Show theirs" });
     reload.addEventListener("click", () => {
       state.mode = "view";
+      dropDraft(tileId); // the refused attempt is in the audit log
       open(tileId, { push: false });
     });
     banner("conflict", `Conflict: ${res.data.detail} Your ${action} is kept here.`, retry, reload);
@@ -421,25 +563,200 @@ async function decide(action, { baseRevision = null } = {}) {
   }
 }
 
+// ---------------------------------------------------------------- phrase by phrase
+
+function undecidedPhrases() {
+  const s = state.sample;
+  if (!s || s.decision) return [];
+  const decided = s.phrase_decisions || {};
+  return (s.original.phrases || []).map((_, i) => i).filter((i) => !decided[String(i)]);
+}
+
+/** Move the phrase cursor by `step` (p / Shift+P); it pins the phrase's mask and scrolls to it. */
+function movePhraseCursor(step) {
+  const s = state.sample;
+  const n = s?.current.phrases.length || 0;
+  if (!n) {
+    toast("This sample has no grounded phrases");
+    return;
+  }
+  const at = state.phraseCursor;
+  state.phraseCursor = at === null ? (step > 0 ? 0 : n - 1) : (at + step + n) % n;
+  const ref = s.current.mask_refs[state.phraseCursor];
+  state.pinned = ref ?? null;
+  renderPanel();
+  setHover(null);
+  document.querySelector(`#phrases .phrase-row[data-phrase="${state.phraseCursor}"]`)?.scrollIntoView({ block: "nearest" });
+  scrollToPhrase(ref);
+}
+
+/** Ask for a phrase's new words inside its row; resolves to the text, or null when cancelled. */
+function askPhraseText(i) {
+  const row = document.querySelector(`#phrases .phrase-row[data-phrase="${i}"]`);
+  const textNode = row?.querySelector(".phrase-text");
+  if (!textNode) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const input = el("input", { className: "inline-phrase", value: textNode.textContent, "aria-label": `new words of phrase ${i + 1}` });
+    textNode.replaceWith(input);
+    input.focus();
+    input.select();
+    let done = false;
+    const finish = (value) => {
+      if (done) return;
+      done = true;
+      resolve(value);
+    };
+    input.addEventListener("keydown", (event) => {
+      event.stopPropagation();
+      if (event.key === "Enter") {
+        event.preventDefault();
+        finish(input.value.trim() || null);
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        finish(null);
+      }
+    });
+    input.addEventListener("blur", () => finish(null));
+  });
+}
+
+/** Accept, reject or fix one phrase; when it was the last undecided one the sample is decided too. */
+async function phraseDecide(i, action) {
+  if (!canDecide() || state.mode !== "view") return;
+  const s = state.sample;
+  if (s.decision) {
+    toast("This sample is decided; change it with a, r or e");
+    return;
+  }
+  if (i === null || i === undefined) {
+    toast("Choose a phrase first (p / Shift+P)");
+    return;
+  }
+  state.phraseCursor = i;
+  let text = null;
+  if (action === "fix") {
+    text = await askPhraseText(i);
+    if (text === null) {
+      renderPanel();
+      return;
+    }
+    if (!canDecide()) return;
+  }
+  const tileId = state.tileId;
+  state.busy = true;
+  syncActions();
+  let res;
+  try {
+    res = await postJSON(urls.phraseDecision(tileId, i), { action, base_revision: s.revision, text });
+  } finally {
+    state.busy = false;
+  }
+  if (tileId !== state.tileId) return;
+  syncActions();
+  if (!res.ok) {
+    const detail = res.data?.flags?.map((f) => f.detail).join("; ") || res.data?.detail || "server error";
+    banner(res.status === 409 ? "conflict" : "error", `Phrase ${i + 1} not saved (${res.status}): ${detail}`);
+    return;
+  }
+  s.phrase_decisions = res.data.phrase_decisions;
+  if (res.data.decision) {
+    toast(`All phrases decided: ${res.data.decision.status} ${tileId}`);
+    s.decision = res.data.decision;
+    s.revision = res.data.decision.revision;
+    state.ready = false;
+    syncActions();
+    refreshProgress();
+    await next({ force: true });
+    return;
+  }
+  toast(`Phrase ${i + 1} ${res.data.phrase_decisions[String(i)].status}`);
+  const left = undecidedPhrases();
+  state.phraseCursor = left.find((j) => j > i) ?? left[0] ?? null;
+  state.pinned = state.phraseCursor === null ? null : (s.current.mask_refs[state.phraseCursor] ?? null);
+  renderPanel();
+  setHover(null);
+  refreshHistory();
+}
+
+// ---------------------------------------------------------------- undo
+
+async function undo() {
+  if (state.busy) return;
+  if (state.mode === "edit") {
+    toast("Save or cancel the fix first");
+    return;
+  }
+  state.busy = true;
+  syncActions();
+  let res;
+  try {
+    res = await postJSON("/api/undo", {});
+  } finally {
+    state.busy = false;
+    syncActions();
+  }
+  if (res.status === 404) {
+    toast("Nothing of yours to undo");
+    return;
+  }
+  if (!res.ok) {
+    banner("error", `Undo failed (${res.status}): ${res.data?.detail ?? "server error"}`);
+    return;
+  }
+  toast(`Undid ${res.data.undid.join(" + ").replace(/_/g, " ")} on ${res.data.tile_id}`);
+  refreshProgress();
+  await open(res.data.tile_id);
+}
+
 // ---------------------------------------------------------------- fixing
 
 let validateTimer = null;
 
-function enterEdit() {
+function enterEdit(saved = null) {
   if (!state.sample || state.mode === "edit") return;
+  if (!saved && !canDecide()) return;
+  const current = state.sample.current;
   state.mode = "edit";
-  state.draft = new FixDraft(state.sample.current.gcg_caption, state.sample.current.mask_refs);
+  state.draft = saved
+    ? new FixDraft(saved.gcg_caption, saved.mask_refs, current)
+    : new FixDraft(current.gcg_caption, current.mask_refs);
+  if (saved?.pending) state.draft.applyPending(saved.pending);
+  state.draft.onInput = saveDraft;
   state.pinned = null;
   renderPanel();
   redraw();
   showEditStatus([], true);
+  if (saved) {
+    validateDraft();
+    return;
+  }
   const first = document.querySelector("#phrases .phrase-input");
   if (first) first.focus();
+}
+
+/** Reopen a fix that was being typed (kept in localStorage), with a banner saying so. */
+function restoreDraft(saved) {
+  enterEdit(saved);
+  if (saved.note) $("note").value = saved.note;
+  const discard = el("button", { type: "button", text: "Discard it" });
+  discard.addEventListener("click", () => {
+    dropDraft(state.tileId);
+    state.mode = "view";
+    state.draft = null;
+    $("note").value = "";
+    hideBanner();
+    renderPanel();
+    redraw();
+  });
+  const changed = saved.base_revision !== state.sample.revision
+    ? " The sample was changed since; check it before saving." : "";
+  banner("draft", `Your unsaved fix from ${formatTime(saved.saved_at)} was restored.${changed}`, discard);
 }
 
 function cancelEdit() {
   if (state.mode !== "edit") return;
   if (state.draft.changed() && !window.confirm("Discard your changes to this sample?")) return;
+  dropDraft(state.tileId);
   state.mode = "view";
   state.draft = null;
   hideBanner();
@@ -457,6 +774,7 @@ function onDraftChange() {
     redraw();
     if (label) document.querySelector(`#phrases [aria-label="${CSS.escape(label)}"]`)?.focus();
   }, 0);
+  saveDraft();
   clearTimeout(validateTimer);
   validateTimer = setTimeout(validateDraft, 250);
 }
@@ -510,6 +828,12 @@ const KEYS = {
   a: () => state.mode === "view" && decide("accept"),
   r: () => state.mode === "view" && decide("reject"),
   e: () => enterEdit(),
+  u: () => undo(),
+  p: () => state.mode === "view" && movePhraseCursor(1),
+  P: () => state.mode === "view" && movePhraseCursor(-1),
+  A: () => phraseDecide(state.phraseCursor, "accept"),
+  R: () => phraseDecide(state.phraseCursor, "reject"),
+  E: () => phraseDecide(state.phraseCursor, "fix"),
   j: () => state.mode === "view" && next(),
   k: () => state.mode === "view" && prev(),
   o: () => setPref("outline", !prefs.outline),
@@ -533,8 +857,28 @@ const KEYS = {
   },
 };
 
+// Keys that act once per press: a held key's auto-repeat is ignored, so holding `a` decides one sample.
+const ONCE = new Set(["a", "r", "e", "u", "j", "k", "p", "P", "A", "R", "E", "Enter"]);
+
+// The side panel scrolls from the keyboard (when no text box has the focus).
+function scrollPanel(event) {
+  const panel = $("panel");
+  const page = panel.clientHeight * 0.85;
+  const steps = {
+    PageDown: page, PageUp: -page, " ": event.shiftKey ? -page : page, ArrowDown: 60, ArrowUp: -60,
+    Home: -panel.scrollHeight, End: panel.scrollHeight,
+  };
+  if (!(event.key in steps)) return false;
+  panel.scrollBy({ top: steps[event.key] });
+  return true;
+}
+
 document.addEventListener("keydown", (event) => {
   if (document.querySelector("dialog[open]")) return;
+  if (event.repeat && ONCE.has(event.key)) {
+    event.preventDefault();
+    return;
+  }
   const typing = event.target.closest?.("input, textarea, select");
   if (state.mode === "edit" && event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
     event.preventDefault();
@@ -546,16 +890,22 @@ document.addEventListener("keydown", (event) => {
     return;
   }
   if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.target.closest?.("button, summary, [tabindex]") && (event.key === " " || event.key === "Enter")) return;
+  if (scrollPanel(event)) {
+    event.preventDefault();
+    return;
+  }
   const action = KEYS[event.key];
   if (!action) return;
   event.preventDefault();
-  if (state.mode === "edit" && "arjk".includes(event.key)) {
+  if (state.mode === "edit" && "arjkupPARE".includes(event.key)) {
     toast("Save the fix (Ctrl+Enter) or cancel it (Esc) first");
     return;
   }
   action();
 });
 document.addEventListener("gpx-save-fix", () => state.mode === "edit" && decide("fix"));
+$("note").addEventListener("input", () => saveDraft());
 
 function bind(id, handler) {
   $(id).addEventListener("click", (event) => {
@@ -589,6 +939,14 @@ $("opacity").addEventListener("input", (event) => setPref("opacity", Number(even
 for (const button of document.querySelectorAll("dialog .close")) {
   button.addEventListener("click", () => button.closest("dialog").close());
 }
+$("queue-filter").addEventListener("change", (event) => {
+  event.target.blur();
+  state.filter = event.target.value;
+  sessionStorage.setItem("gpx-review-filter", state.filter);
+  refreshProgress();
+  if (state.mode === "view") next();
+});
+bind("btn-undo", () => undo());
 bind("btn-logout", async () => {
   if (!confirmLeave()) return;
   await postJSON("/api/logout", {});
@@ -603,7 +961,10 @@ $("viewport").addEventListener("pointermove", (event) => {
     hoverFrame = 0;
     const p = viewer.toTile(event);
     const hit = overlay.hit(p.x, p.y, visibleRefs());
-    if (hit !== state.hover) setHover(hit);
+    if (hit !== state.hover) {
+      setHover(hit);
+      scrollToPhrase(hit); // the phrase of the mask under the pointer comes into view
+    }
   });
 });
 $("viewport").addEventListener("pointerleave", () => { if (state.hover !== null) setHover(null); });
@@ -617,10 +978,32 @@ window.__gpxRedraw = () => {
   return performance.now() - t0;
 };
 
+/** The queue filter drop-down: every flag code and phrase category of the dataset, with counts. */
+async function loadFilters() {
+  const select = $("queue-filter");
+  const res = await getJSON("/api/queue/facets");
+  if (!res.ok) return;
+  const groups = [["flag_code", "flag", res.data.flag_codes], ["category", "category", res.data.categories]];
+  for (const [kind, word, values] of groups) {
+    if (!values.length) continue;
+    const group = el("optgroup", { label: `by ${word}` });
+    for (const { value, samples } of values) {
+      group.append(el("option", { value: `${kind}:${value}`, text: `${word}: ${value} (${samples})` }));
+    }
+    select.append(group);
+  }
+  select.value = state.filter;
+  if (select.value !== state.filter) state.filter = "";
+}
+
 async function start() {
   state.me = await whoAmI();
   $("user").textContent = state.me.user;
+  document.body.dataset.role = state.me.role || "annotator";
+  pruneDrafts();
   syncToolbar();
+  syncActions();
+  await loadFilters();
   refreshProgress();
   const match = window.location.hash.match(/^#tile=(.+)$/);
   if (match) {

@@ -63,42 +63,135 @@ export function renderCaption(container, caption, phrases, refs, handlers) {
   return problems;
 }
 
-/** Phrase list in view mode: mask chip, text, category, kind, instance ids. */
-export function renderPhraseList(container, phrases, refs, handlers) {
+const PHRASE_STATUS_TEXT = { accepted: "✓ accepted", rejected: "✗ rejected", fixed: "✎ fixed" };
+
+/**
+ * Phrase list in view mode: mask chip, text, category, kind, instance ids, and the phrase's own
+ * decision. `decided` maps phrase index -> {status, text}; `cursor` is the selected phrase (or null);
+ * `onPhrase(i, action)` is called by the accept / reject / fix buttons (only when `phraseActions`).
+ */
+export function renderPhraseList(container, phrases, refs, handlers, options = {}) {
+  const { decided = {}, cursor = null, phraseActions = false, onPhrase = () => {} } = options;
   clear(container);
   phrases.forEach((phrase, i) => {
     const ref = refs[i];
     const ids = (phrase.instance_ids || []).join(", ");
+    const state = decided[String(i)];
     const row = el(
       "li",
-      { className: "phrase-row", dataset: { ref: ref ?? "" } },
+      {
+        className: `phrase-row${cursor === i ? " cursor" : ""}${state ? ` decided-${state.status}` : ""}`,
+        dataset: { ref: ref ?? "", phrase: i },
+      },
       maskChip(ref),
-      el("span", { className: "phrase-text", text: phrase.text }),
+      el("span", { className: "phrase-text", text: state?.status === "fixed" ? state.text : phrase.text }),
       el("span", { className: "muted", text: `${phrase.category || "?"} · ${phrase.kind || "instance"}` }),
       ids ? el("span", { className: "muted small", text: `id ${ids}` }) : null,
+      state ? el("span", { className: `phrase-status status-${state.status}`, text: PHRASE_STATUS_TEXT[state.status] || state.status }) : null,
     );
+    if (phraseActions) {
+      const buttons = el("span", { className: "phrase-actions" });
+      for (const [action, label, title] of [
+        ["accept", "✓", "Accept this phrase (Shift+A)"],
+        ["reject", "✗", "Reject this phrase: keep its words, drop its mask (Shift+R)"],
+        ["fix", "✎", "Fix this phrase's words (Shift+E)"],
+      ]) {
+        const button = el("button", { type: "button", className: `mini ${action}`, text: label, title, "aria-label": `${action} phrase ${i + 1}` });
+        button.addEventListener("click", (event) => {
+          event.stopPropagation();
+          event.currentTarget.blur();
+          onPhrase(i, action);
+        });
+        buttons.append(button);
+      }
+      row.append(buttons);
+    }
     hoverHandlers(row, ref, handlers);
     container.append(row);
   });
   if (!phrases.length) container.append(el("li", { className: "muted", text: "No grounded phrases." }));
 }
 
-export function renderFlags(container, flags) {
+const SEVERITY_ORDER = { error: 0, warning: 1, info: 2 };
+const severityRank = (severity) => SEVERITY_ORDER[severity] ?? 3;
+
+/**
+ * Group flags by the phrase they name (sample-level flags first), each group sorted by severity and
+ * the groups ordered by their worst flag. Flags without the `phrase` field (older datasets) are
+ * sample-level. Returns [{phrase: index|null, flags: [...], worst}].
+ */
+export function groupFlags(flags) {
+  const groups = new Map();
+  for (const flag of flags) {
+    const key = Number.isInteger(flag.phrase) ? flag.phrase : null;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(flag);
+  }
+  const out = [];
+  for (const [phrase, list] of groups) {
+    list.sort((a, b) => severityRank(a.severity) - severityRank(b.severity) || a.code.localeCompare(b.code));
+    out.push({ phrase, flags: list, worst: severityRank(list[0].severity) });
+  }
+  out.sort((a, b) => (a.phrase === null ? -1 : 0) - (b.phrase === null ? -1 : 0) || a.worst - b.worst
+    || (a.phrase ?? -1) - (b.phrase ?? -1));
+  return out;
+}
+
+/** "2 errors · 5 warnings · 140 info" for a list of flags. */
+export function flagSummary(flags) {
+  const counts = { error: 0, warning: 0, info: 0 };
+  for (const flag of flags) counts[flag.severity] = (counts[flag.severity] || 0) + 1;
+  const parts = [];
+  if (counts.error) parts.push(`${counts.error} error${counts.error > 1 ? "s" : ""}`);
+  if (counts.warning) parts.push(`${counts.warning} warning${counts.warning > 1 ? "s" : ""}`);
+  if (counts.info) parts.push(`${counts.info} info`);
+  return parts.join(" · ");
+}
+
+/**
+ * The flags panel: a summary, then one group per phrase (sample-level first), worst first. Clicking a
+ * flag (or Enter on it) calls `onFlag(flag)`; groups with only info flags start folded when there
+ * are many flags.
+ */
+export function renderFlags(container, flags, phrases = [], { onFlag = () => {} } = {}) {
   clear(container);
   if (!flags.length) {
     container.append(el("li", { className: "muted", text: "No flags (spot check)." }));
     return;
   }
-  for (const flag of flags) {
-    container.append(
-      el(
+  container.append(el("li", { className: "flag-summary", text: flagSummary(flags) }));
+  const many = flags.length > 20;
+  for (const group of groupFlags(flags)) {
+    const phrase = group.phrase === null ? null : phrases[group.phrase];
+    const title = group.phrase === null
+      ? "Sample"
+      : `Phrase ${group.phrase + 1}${phrase ? ` “${phrase.text}”` : " (not in this sample)"}`;
+    const details = el("details", { className: "flag-group", dataset: { phrase: group.phrase ?? "" } });
+    details.open = !many || group.worst <= 1;
+    const summary = el("summary", {},
+      el("span", { className: "flag-group-title", text: title }),
+      el("span", { className: "muted small", text: ` ${flagSummary(group.flags)}` }));
+    details.append(summary);
+    const list = el("ul", { className: "flag-list" });
+    for (const flag of group.flags) {
+      const item = el(
         "li",
-        { className: `flag sev-${flag.severity}` },
+        { className: `flag sev-${flag.severity}`, tabindex: 0, title: group.phrase === null ? "" : "Show this phrase's mask" },
         el("span", { className: `badge sev-${flag.severity}`, text: flag.severity }),
         el("code", { text: flag.code }),
         el("span", { className: "flag-detail", text: flag.detail }),
-      ),
-    );
+      );
+      item.addEventListener("click", () => onFlag(flag));
+      item.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") {
+          event.preventDefault();
+          onFlag(flag);
+        }
+      });
+      list.append(item);
+    }
+    details.append(list);
+    container.append(el("li", { className: "flag-group-item" }, details));
   }
 }
 

@@ -54,9 +54,21 @@ export function splitSentences(segments) {
 }
 
 export class FixDraft {
-  constructor(gcg, refs) {
+  /** A draft of (gcg, refs); `from` is the caption it started from when that differs (a restored draft). */
+  constructor(gcg, refs, from = null) {
     this.sentences = splitSentences(parseGcg(gcg, refs));
-    this.initial = JSON.stringify(this.payload());
+    this.initial = from ? JSON.stringify(new FixDraft(from.gcg_caption, from.mask_refs).payload()) : JSON.stringify(this.payload());
+    this.pending = null; // text being typed in a sentence or phrase editor, not applied yet
+    this.onInput = null; // called on every keystroke (the page keeps a copy of the draft)
+  }
+
+  /** Apply text that was being typed when the draft was saved (see `pending`). */
+  applyPending(pending) {
+    if (!pending || typeof pending.text !== "string") return;
+    if (pending.kind === "sentence" && pending.index < this.sentences.length) this.replaceSentence(pending.index, pending.text);
+    else if (pending.kind === "phrase" && pending.index < this.phrases().length && pending.text.trim()) {
+      this.setPhraseText(pending.index, pending.text);
+    }
   }
 
   /** Phrase segments in order, with the sentence they belong to. */
@@ -172,6 +184,7 @@ function editPhraseInPlace(span, draft, n, onChange) {
   const finish = (commit) => {
     if (done) return;
     done = true;
+    draft.pending = null;
     if (commit && input.value.trim()) draft.setPhraseText(n, input.value);
     onChange();
   };
@@ -189,6 +202,10 @@ function editPhraseInPlace(span, draft, n, onChange) {
     }
   });
   input.addEventListener("blur", () => finish(true));
+  input.addEventListener("input", () => {
+    draft.pending = { kind: "phrase", index: n, text: input.value };
+    draft.onInput?.();
+  });
 }
 
 function editSentence(block, draft, si, onChange) {
@@ -202,9 +219,14 @@ function editSentence(block, draft, si, onChange) {
   const finish = (commit) => {
     if (done) return;
     done = true;
+    draft.pending = null;
     if (commit) draft.replaceSentence(si, box.value);
     onChange();
   };
+  box.addEventListener("input", () => {
+    draft.pending = { kind: "sentence", index: si, text: box.value };
+    draft.onInput?.();
+  });
   box.addEventListener("keydown", (event) => {
     event.stopPropagation();
     if (event.key === "Enter" && !event.shiftKey && !(event.ctrlKey || event.metaKey)) {
@@ -221,6 +243,73 @@ function editSentence(block, draft, si, onChange) {
   box.addEventListener("blur", () => finish(true));
 }
 
+export function maskOptionLabel(masks, i) {
+  return `#${i + 1} ${masks[i].label}`;
+}
+
+/** The one <datalist> of the sample's masks that every mask picker searches. */
+function maskDatalist(masks) {
+  let list = document.getElementById("mask-options");
+  if (!list) {
+    list = el("datalist", { id: "mask-options" });
+    document.body.append(list);
+  }
+  const key = JSON.stringify(masks.map((m) => m.label));
+  if (list.dataset.key !== key) {
+    clear(list);
+    masks.forEach((_, i) => list.append(el("option", { value: maskOptionLabel(masks, i) })));
+    list.dataset.key = key;
+  }
+  return list;
+}
+
+/**
+ * Which mask a picker's text names: "" is no mask, "#12" / "12" is mask 12, other text is the first
+ * mask whose label contains it (case-insensitive). Returns undefined when nothing matches.
+ */
+export function resolveMask(masks, text) {
+  const value = text.trim();
+  if (!value) return null;
+  const number = value.match(/^#?(\d+)\b/);
+  if (number) {
+    const i = Number(number[1]) - 1;
+    return i >= 0 && i < masks.length ? i : undefined;
+  }
+  const needle = value.toLowerCase();
+  const found = masks.findIndex((m, i) => maskOptionLabel(masks, i).toLowerCase().includes(needle));
+  return found >= 0 ? found : undefined;
+}
+
+/** A searchable mask picker: type a number, a category or words of a phrase; the list narrows. */
+function maskPicker(masks, ref, n, onPick) {
+  maskDatalist(masks);
+  const current = ref === null || ref === undefined ? "" : maskOptionLabel(masks, ref);
+  const input = el("input", {
+    className: "relink", list: "mask-options", value: current, "aria-label": `mask of phrase ${n + 1}`,
+    placeholder: "no mask · type # or words", title: "Re-link to another mask: type its number, category or words",
+    autocomplete: "off", spellcheck: "false",
+  });
+  input.addEventListener("focus", () => input.select());
+  input.addEventListener("change", () => {
+    const picked = resolveMask(masks, input.value);
+    if (picked === undefined) {
+      input.classList.add("invalid");
+      input.setCustomValidity("no such mask");
+      return;
+    }
+    input.classList.remove("invalid");
+    input.setCustomValidity("");
+    onPick(picked);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      input.value = current;
+      input.classList.remove("invalid");
+    }
+  });
+  return input;
+}
+
 /**
  * Phrase rows in edit mode: mask chip, the words (editable), the linked mask (re-link), and a drop
  * button. `masks` describes the original masks for the picker: [{label}] by index.
@@ -234,18 +323,18 @@ export function renderDraftPhrases(container, draft, masks, { onChange, onHover 
       if (input.value.trim()) draft.setPhraseText(n, input.value);
       onChange();
     });
+    input.addEventListener("input", () => {
+      if (input.value.trim()) draft.setPhraseText(n, input.value);
+      draft.onInput?.();
+    });
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
         if (input.value.trim()) draft.setPhraseText(n, input.value);
         onChange();
       }
     });
-    const select = el("select", { className: "relink", "aria-label": `mask of phrase ${n + 1}`, title: "Re-link to another mask" });
-    select.append(el("option", { value: "", text: "— no mask —" }));
-    masks.forEach((mask, i) => select.append(el("option", { value: String(i), text: `#${i + 1} ${mask.label}` })));
-    select.value = segment.ref === null || segment.ref === undefined ? "" : String(segment.ref);
-    select.addEventListener("change", () => {
-      draft.relink(n, select.value === "" ? null : Number(select.value));
+    const picker = maskPicker(masks, segment.ref, n, (ref) => {
+      draft.relink(n, ref);
       onChange();
     });
     const drop = el("button", {
@@ -255,7 +344,7 @@ export function renderDraftPhrases(container, draft, masks, { onChange, onHover 
       draft.drop(n);
       onChange();
     });
-    const row = el("li", { className: "phrase-row editing" }, maskChip(segment.ref), input, select, drop);
+    const row = el("li", { className: "phrase-row editing" }, maskChip(segment.ref), input, picker, drop);
     row.addEventListener("mouseenter", () => onHover(segment.ref));
     row.addEventListener("mouseleave", () => onHover(null));
     container.append(row);

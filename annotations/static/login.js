@@ -8,6 +8,7 @@ form.addEventListener("submit", async (event) => {
   error.textContent = "";
   const button = document.getElementById("login-button");
   button.disabled = true;
+  let held = false;
   try {
     const response = await fetch("/api/login", {
       method: "POST",
@@ -19,15 +20,22 @@ form.addEventListener("submit", async (event) => {
       }),
     });
     if (response.ok) {
-      sessionStorage.removeItem("gpx-review-nav");
-      window.location.assign("/");
+      const back = sessionStorage.getItem("gpx-review-return") || "";
+      sessionStorage.removeItem("gpx-review-return");
+      if (!back) sessionStorage.removeItem("gpx-review-nav");
+      window.location.assign(`/${back.startsWith("#tile=") ? back : ""}`);
       return;
     }
     const data = await response.json().catch(() => ({}));
     error.textContent = typeof data.detail === "string" ? data.detail : `Login failed (${response.status}).`;
+    const wait = Number(response.headers.get("Retry-After"));
+    if (response.status === 429 && wait > 0) {
+      held = true; // growing delays per address: the button comes back when trying again is allowed
+      setTimeout(() => { button.disabled = false; }, wait * 1000);
+    }
   } catch {
     error.textContent = "The server cannot be reached.";
   } finally {
-    button.disabled = false;
+    if (!held) button.disabled = false;
   }
 });
