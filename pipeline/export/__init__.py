@@ -146,11 +146,11 @@ def _read_png(data: Path, sample: dict[str, Any]) -> bytes:
 class _SplitWriters:
     """The writers of one split, opened on its first row."""
 
-    def __init__(self, split: str, out: Path, formats: Sequence[str], shard_bytes: int) -> None:
+    def __init__(self, split: str, out: Path, formats: Sequence[str], shard_bytes: int, group_bytes: int) -> None:
         self.writers: list[Any] = []
         self.geopixel: GeoPixelWriter | None = None
         if "gcg-parquet" in formats:
-            self.writers.append(ShardWriter(split, out / "data", shard_bytes))
+            self.writers.append(ShardWriter(split, out / "data", shard_bytes, row_group_bytes=group_bytes))
         if "coco" in formats:
             self.writers.append(CocoWriter(split, out / "coco"))
         if "geopixel" in formats:
@@ -242,12 +242,13 @@ def export(
     name: str | None = None,
     overwrite: bool = True,
     db_url: str | None = None,
+    row_group_mb: float = 32.0,
     geo_crs: str | None = None,
 ) -> ExportSummary:
     """Write the export folder (see the module docstring); returns what was written.
 
     Streams: samples are read ``SAMPLE_BATCH`` rows at a time and every format is written as rows arrive,
-    so peak memory is about one Parquet row group (``shard_mb`` does not change it). The folder is built
+    so peak memory is a Parquet row group per split (``shard_mb`` does not change it). The folder is built
     under a hidden sibling and renamed into place when complete.
 
     Args:
@@ -256,6 +257,8 @@ def export(
         geo_crs: format ``geo``: reproject georeferenced sources into this CRS (``EPSG:n``); default one
             GeoParquet file per source CRS (see :mod:`pipeline.geo.layers`).
         shard_mb: target Parquet shard size in MB.
+        row_group_mb: a Parquet row group is written when its rows reach this many MB (or 64 rows); with
+            three splits, peak memory is about three row groups.
 
     Raises:
         ValueError: unknown format, bad split settings, inconsistent inputs, unreadable decisions.
@@ -291,7 +294,8 @@ def export(
             for split, row in _export_rows(data, tiles, split_of, review, review_counts):
                 w = writers.get(split)
                 if w is None:
-                    w = writers[split] = _SplitWriters(split, stage, formats, int(shard_mb * 2**20))
+                    w = writers[split] = _SplitWriters(
+                        split, stage, formats, int(shard_mb * 2**20), int(row_group_mb * 2**20))
                 w.add(row)
                 crs.update([row["crs"]] if row["crs"] else [])
                 gsd.update([round(row["gsd"], 6)] if row["gsd"] else [])

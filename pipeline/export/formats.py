@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from ..rle import area, decode
 from .atomic import writing
-from .polygons import fill_polygons, iou, mask_to_polygons
+from .polygons import polygons_and_iou
 
 # The GCG question of the official GeoPixelD sample, and plain variants of it.
 GCG_QUESTIONS = (
@@ -191,10 +191,9 @@ class GeoPixelWriter:
         tile_id = r["tile_id"]
         polygons = []
         for m in r["masks"]:
-            mask = decode(m)
-            polys = mask_to_polygons(mask)
+            polys, score = polygons_and_iou(decode(m))
             polygons.append(polys)
-            self.stats.add(iou(fill_polygons(polys, r["height"], r["width"]), mask))
+            self.stats.add(score)
         png, per_tile = self.folder / f"{tile_id}.png", self.folder / f"{tile_id}.json"
         with writing(png):
             png.write_bytes(r["image"]["bytes"])

@@ -31,3 +31,20 @@ def fill_polygons(polygons: list[list[list[int]]], height: int, width: int) -> n
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def polygons_and_iou(mask: np.ndarray) -> tuple[list[list[list[int]]], float]:
+    """:func:`mask_to_polygons` of ``mask`` and the IoU of their filling with it, on the mask's bounding box.
+
+    The same polygons and IoU as on the whole tile (the outline never leaves the box), at the cost of the
+    object's size rather than the tile's.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return [], 1.0
+    y0, y1 = max(0, int(rows[0]) - 1), min(mask.shape[0], int(rows[-1]) + 2)
+    x0, x1 = max(0, int(cols[0]) - 1), min(mask.shape[1], int(cols[-1]) + 2)
+    crop = mask[y0:y1, x0:x1]
+    local = mask_to_polygons(crop)
+    score = iou(fill_polygons(local, y1 - y0, x1 - x0), crop)
+    return [[[x + x0, y + y0] for x, y in poly] for poly in local], score

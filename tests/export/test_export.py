@@ -13,25 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.config import PrepareConfig
 from pipeline.describe import DescribeConfig, describe
 from pipeline.export import export
 from pipeline.export.hf import ShardWriter, row_bytes
 from pipeline.export.polygons import fill_polygons, iou
 from pipeline.export.splits import assign_splits
-from pipeline.prepare import prepare
 from pipeline.rle import decode
-
-
-@pytest.fixture(scope="module")
-def described(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """iSAID + DOTA + NEON samples prepared and described (offline describer) into one folder each."""
-    root = tmp_path_factory.mktemp("described")
-    prepare([data_dir / "isaid"], PrepareConfig(format="isaid"), root / "isaid", progress=False)
-    describe(root / "isaid", DescribeConfig(), progress=False)
-    prepare([data_dir / "neon" / "OSBS_029.csv"], PrepareConfig(format="boxes"), root / "neon", progress=False)
-    describe(root / "neon", DescribeConfig(), progress=False)
-    return root
 
 
 def test_hf_datasets_round_trip(tmp_path: Path, described: Path) -> None:

@@ -1,0 +1,127 @@
+"""Wall time and peak resident memory of a command, measured from outside as a subprocess.
+
+``peak_rss`` is the larger of two readings, both in bytes:
+
+* the highest sum of RSS over the command's whole process tree (the process and every descendant,
+  e.g. a describer server or Dask workers), sampled every ``interval`` seconds with psutil;
+* the kernel's own high-water mark of the process (``ru_maxrss`` from ``wait4``), which no sampling
+  interval can miss.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One measured run: ``seconds`` (wall), ``peak_rss`` (bytes), exit status and output tails."""
+
+    seconds: float
+    peak_rss: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_rss / MB
+
+    def check(self, what: str = "command") -> Measured:
+        """``self``, or a ``RuntimeError`` with the output's tail when the command failed."""
+        if self.returncode != 0:
+            raise RuntimeError(f"{what} failed ({self.returncode}):\n{self.stdout[-3000:]}\n{self.stderr[-3000:]}")
+        return self
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def run_measured(
+    cmd: Sequence[str],
+    *,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float | None = None,
+    interval: float = 0.05,
+) -> Measured:
+    """Run ``cmd`` to completion and measure it (see the module docstring).
+
+    Raises:
+        subprocess.TimeoutExpired: it ran longer than ``timeout`` seconds (the process tree is killed).
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, env=env, stdout=out, stderr=err,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, text=True,
+        )
+        if stdin is not None and proc.stdin is not None:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        peak = 0
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _tree_rss(proc.pid))
+                done.wait(interval)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        deadline = None if timeout is None else start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                _kill_tree(proc.pid)
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                done.set()
+                raise subprocess.TimeoutExpired(list(cmd), timeout or 0)
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        maxrss = usage.ru_maxrss * 1024  # kB on Linux
+        return Measured(seconds, max(peak, maxrss), proc.returncode, out.read(), err.read())
+
+
+def _kill_tree(pid: int) -> None:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        for p in [*parent.children(recursive=True), parent]:
+            p.kill()
+    except psutil.Error:
+        pass
