@@ -38,6 +38,7 @@ from flows.stages import (
     export_stage,
     prepare_stage,
     publish_stage,
+    source_list,
 )
 from flows.tasks import validate_samples
 
@@ -63,7 +64,7 @@ def _report(out_dir: str, run: dict[str, Any]) -> None:
 
 @flow(name="build-geopixeld", log_prints=True)
 def build_geopixeld(
-    source: list[str],
+    source: list[str] | str,
     out: str,
     format: str = "isaid",
     tile_size: int = 800,
@@ -86,8 +87,9 @@ def build_geopixeld(
     """Build a GeoPixelD-style dataset: prepare, describe, validate, export and (with a store) publish.
 
     Args:
-        source: images, folders or annotation files, as for ``geopixeld prepare`` (relative paths are
-            taken from the working directory of the flow run: the repository root for deployments).
+        source: images, folders or annotation files, as for ``geopixeld prepare``: one path or a list
+            (relative paths are taken from the working directory of the flow run: the repository root for
+            deployments).
         out: the output folder (OUT): tiles, tables, samples, ``export/`` and ``report/``.
         format: annotation format: isaid, coco, dota, boxes, geojson or raster.
         tile_size: tile side in px (800 as iSAID/GeoPixelD; 0 keeps whole images up to 4096 px).
@@ -115,7 +117,7 @@ def build_geopixeld(
         "out_dir": out_dir,
         "flow_run": {"name": flow_run.name, "id": flow_run.id, "url": flow_run.ui_url},
         "parameters": {
-            "source": source,
+            "source": source_list(source),
             "format": format,
             "tile_size": tile_size,
             "overlap": overlap,

@@ -125,9 +125,14 @@ def run_mapped(
 # -- the stage flows ----------------------------------------------------------------------------------
 
 
+def source_list(source: list[str] | str) -> list[str]:
+    """``source`` as a list: one path (``--param source=DIR``) or a list of paths."""
+    return [source] if isinstance(source, str) else [str(s) for s in source]
+
+
 @flow(name="prepare", log_prints=True)
 def prepare_stage(
-    source: list[str],
+    source: list[str] | str,
     out: str,
     format: str = "isaid",
     tile_size: int = 800,
@@ -140,8 +145,9 @@ def prepare_stage(
     """Prepare: imagery and labels → tiles, set-of-marks images, instance and cluster tables in OUT.
 
     Args:
-        source: images, folders or annotation files, as for ``geopixeld prepare`` (relative paths are
-            taken from the working directory of the flow run: the repository root for deployments).
+        source: images, folders or annotation files, as for ``geopixeld prepare``: one path or a list
+            (relative paths are taken from the working directory of the flow run: the repository root for
+            deployments).
         out: the output folder (OUT).
         format: annotation format: isaid, coco, dota, boxes, geojson or raster.
         tile_size: tile side in px (800 as iSAID/GeoPixelD; 0 keeps whole images up to 4096 px).
@@ -154,7 +160,7 @@ def prepare_stage(
     out_dir = absolute(out)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     config = PrepareConfig(format=format, tile_size=tile_size, overlap=overlap, **(prepare_options or {}))
-    items, skips = discover_images([absolute(s) for s in source], config)
+    items, skips = discover_images([absolute(s) for s in source_list(source)], config)
     calls = [{"item": it, "config": config, "out_dir": out_dir} for it in items]
     with task_runner(runner, dask_address, workers) as tr:
         outcomes = run_mapped(tr, for_output(prepare_one_image, out_dir), calls, out_dir, "images prepared")
