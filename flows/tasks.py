@@ -35,7 +35,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,12 +49,11 @@ from prefect.states import Failed, State
 
 import pipeline
 from pipeline.config import PrepareConfig
-from pipeline.describe import DescribeConfig, describe_batch, tile_batches, write_describe_outputs
+from pipeline.describe import DescribeConfig, describe_batch, merge_describe_parts, tile_batches
 from pipeline.errors import Skip
 from pipeline.ingest import ImageItem
 from pipeline.lmm.records import write_calls_parquet
 from pipeline.lmm.server import running_offline_server
-from pipeline.lmm.types import LMMResult
 from pipeline.prepare import ImageReport, discover, merge, prepare_image, summarize
 from pipeline.tables import SAMPLES_SCHEMA, write_table
 
@@ -326,16 +325,10 @@ def describe_tile_batch(
 def write_descriptions(
     data_dir: str, receipts: list[BatchReceipt], config: DescribeConfig, endpoint: str
 ) -> dict[str, Any]:
-    """``samples.parquet``, ``lmm_calls.parquet`` and ``describe_report.json`` from the batches' parts."""
-    rows: list[dict[str, Any]] = []
-    results: list[LMMResult] = []
-    names = [f.name for f in fields(LMMResult)]
-    for r in receipts:
-        rows.extend(pq.read_table(r.samples_path).to_pylist())
-        results.extend(
-            LMMResult(**{k: row[k] for k in names}) for row in pq.read_table(r.calls_path).to_pylist()
-        )
-    summary = write_describe_outputs(data_dir, rows, results, config, endpoint)
+    """``samples.parquet``, ``lmm_calls.parquet`` and ``describe_report.json`` from the batches' parts,
+    streamed part by part (:func:`pipeline.describe.merge_describe_parts`)."""
+    parts = [(r.samples_path, r.calls_path) for r in receipts]
+    summary = merge_describe_parts(data_dir, parts, config, endpoint)
     get_run_logger().info(summary.text())
     return {**asdict(summary), "text": summary.text()}
 

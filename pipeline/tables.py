@@ -126,7 +126,17 @@ PHRASE_TYPE = pa.struct(
         ("kind", pa.string()),
     ]
 )
-FLAG_TYPE = pa.struct([("code", pa.string()), ("severity", pa.string()), ("detail", pa.string())])
+#: A validation flag. ``phrase`` (index into the sample's ``phrases``) and ``instance_ids`` say which object
+#: a flag is about; both are null for sample-level flags (and in files written before they existed).
+FLAG_TYPE = pa.struct(
+    [
+        ("code", pa.string()),
+        ("severity", pa.string()),
+        ("detail", pa.string()),
+        ("phrase", pa.int32()),
+        ("instance_ids", pa.list_(pa.int64())),
+    ]
+)
 
 SAMPLES_SCHEMA = pa.schema(
     [

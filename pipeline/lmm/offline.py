@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..vocab import article, category_name, counted, join_words, number_word, place, plural, singular
+
 Facts = Mapping[str, Any]
 
 # --------------------------------------------------------------------------------------------------------
@@ -205,75 +207,13 @@ def masked_pixels(image: np.ndarray | None, facts: Facts, *, exclude_mark: bool)
 # Words
 # --------------------------------------------------------------------------------------------------------
 
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 #: Categories whose footprint is round: sizes are diameters and orientation is meaningless.
 ROUND_CATEGORIES = frozenset({"storage tank", "roundabout"})
 
 
-def number_word(n: int) -> str:
-    """``7`` -> ``"seven"``: words from zero to nine, digits from 10 (so counts in one sentence match)."""
-    return _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else str(n)
-
-
 def readable(category: Any) -> str:
-    """``"Small_Vehicle"`` -> ``"small vehicle"``."""
-    return re.sub(r"\s+", " ", str(category).replace("_", " ")).strip().lower()
-
-
-def singular(noun: str) -> str:
-    """Best-effort singular of an English category name (``"small vehicles"`` -> ``"small vehicle"``)."""
-    if noun.endswith("ies") and len(noun) > 4:
-        return noun[:-3] + "y"
-    if re.search(r"(ches|shes|xes|sses)$", noun):
-        return noun[:-2]
-    if noun.endswith("s") and not noun.endswith("ss"):
-        return noun[:-1]
-    return noun
-
-
-def plural(noun: str, n: int = 2) -> str:
-    """Plural of a singular category name when ``n != 1`` (``"harbor"`` -> ``"harbors"``)."""
-    if n == 1:
-        return noun
-    if re.search(r"(s|x|ch|sh)$", noun):
-        return noun + "es"
-    if re.search(r"[^aeiou]y$", noun):
-        return noun[:-1] + "ies"
-    return noun + "s"
-
-
-def counted(n: int, noun: str) -> str:
-    """``counted(3, "plane") == "three planes"``."""
-    return f"{number_word(n)} {plural(noun, n)}"
-
-
-def article(phrase: str) -> str:
-    """``"a"`` or ``"an"`` for the phrase that follows."""
-    return "an" if phrase[:1].lower() in "aeiou" else "a"
-
-
-def join_words(items: Sequence[str]) -> str:
-    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
-    items = [i for i in items if i]
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def place(pos: Any) -> str:
-    """Prepositional phrase for a position word: ``"top left"`` -> ``"in the top left"``."""
-    p = readable(pos) if pos else ""
-    if not p:
-        return ""
-    if p in {"center", "centre", "middle", "central"}:
-        return "in the centre"
-    if p.startswith(("across", "throughout", "all over")):  # "across the image" is already a phrase
-        return p
-    if p in {"left", "right"} or p.endswith(("side", "edge")):
-        return f"on the {p}"
-    if p in {"top", "bottom"}:
-        return f"at the {p}"
-    return f"in the {p}"
+    """``"Small_Vehicle"`` -> ``"small vehicle"`` (:func:`pipeline.vocab.category_name`)."""
+    return category_name(str(category))
 
 
 def metres(x: float) -> str:
@@ -475,7 +415,7 @@ _GRID_NAMES = (
     "top",
     "top right",
     "left",
-    "centre",
+    "center",
     "right",
     "bottom left",
     "bottom",
@@ -577,6 +517,52 @@ def describe_holistic(facts: Facts, image: np.ndarray | None) -> str:
     return " ".join(_sentence(s) for s in sentences)
 
 
+def _split_sentences(text: str) -> list[str]:
+    """Sentences of a plain paragraph (split after ``.``/``!``/``?`` followed by a space and a capital)."""
+    return [t for t in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text.strip()) if t]
+
+
+def _merge_block(texts: Sequence[str]) -> str:
+    """Sentences about one category as one: ``A; b; and c.`` (first letters of the followers lowered)."""
+    parts = [t.strip().rstrip(".") for t in texts]
+    rest = [p[:1].lower() + p[1:] if p[:1].isupper() and not p[1:2].isupper() else p for p in parts[1:]]
+    if len(rest) >= 2:
+        rest[-1] = "and " + rest[-1]
+    return "; ".join([parts[0], *rest]) + "."
+
+
+def describe_compose(facts: Facts, image: np.ndarray | None) -> str:
+    """One paragraph from a tile's sentences, deterministically (the compose tier).
+
+    ``facts["sentences"]``: ``{"text", "category", "kind"}`` in order, grounded phrases already marked up.
+    Neighbouring sentences about one category are merged into one; grounded sentences are kept whole and in
+    order (so every ``<p> phrase </p> [SEG]`` stays, once, in place). Holistic sentences are dropped from the
+    end (never the first) while the paragraph is longer than ``max_words``.
+    """
+    del image
+    items = [s for s in facts.get("sentences") or [] if isinstance(s, Mapping) and str(s.get("text") or "").strip()]
+    budget = int(facts.get("max_words") or 130)
+    holistic = [t for s in items if s.get("kind") == "holistic" for t in _split_sentences(str(s["text"]))]
+    grounded = [s for s in items if s.get("kind") != "holistic"]
+    blocks: list[str] = []
+    k = 0
+    while k < len(grounded):
+        cat = grounded[k].get("category")
+        j = k + 1
+        while j < len(grounded) and cat and grounded[j].get("category") == cat:
+            j += 1
+        texts = [str(s["text"]) for s in grounded[k:j]]
+        blocks.append(texts[0] if len(texts) == 1 else _merge_block(texts))
+        k = j
+
+    def words(parts: Sequence[str]) -> int:
+        return sum(len(p.split()) for p in parts)
+
+    while len(holistic) > 1 and words(holistic) + words(blocks) > budget:
+        holistic.pop()
+    return " ".join(_sentence(t) for t in [*holistic, *blocks])
+
+
 def describe_category(facts: Facts, image: np.ndarray | None) -> str:
     """The given ``category`` when it is among ``candidates``, else ``"unknown"``.
 
@@ -611,6 +597,7 @@ DESCRIBERS: dict[str, Callable[[Facts, np.ndarray | None], str]] = {
     "cluster": describe_cluster,
     "holistic": describe_holistic,
     "category": describe_category,
+    "compose": describe_compose,
 }
 
 

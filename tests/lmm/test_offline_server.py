@@ -350,3 +350,20 @@ def test_cli_server_process_serves_and_stops_by_pid(court_scene: tuple[bytes, di
         assert "tennis court" in text
         pid = proc.pid
     assert proc.poll() is not None and proc.pid == pid  # stopped when the block ended
+
+
+def test_compose_merges_sentences_of_one_category_and_keeps_every_phrase() -> None:
+    from pipeline import gcg
+
+    sentences = [
+        {"text": "The scene is grey. It contains planes. The planes lie left. The scale is unknown.", "kind": "holistic"},
+        {"text": "A white <p> plane-1 </p> [SEG] lies on the left.", "category": "plane", "kind": "instance"},
+        {"text": "There are two <p> planes-2 </p> [SEG] at the top.", "category": "plane", "kind": "cluster"},
+        {"text": "A grey <p> ship-1 </p> [SEG] sits in the center.", "category": "ship", "kind": "instance"},
+    ]
+    text = describe({"tier": "compose", "sentences": sentences, "max_words": 40}, None)
+    assert gcg.phrase_texts(text) == ["plane-1", "planes-2", "ship-1"]
+    assert gcg.markup_problems(text, 3) == []
+    assert "on the left; there are two <p> planes-2 </p> [SEG] at the top." in text  # one sentence per category
+    assert text.startswith("The scene is grey.") and "scale is unknown" not in text  # trimmed to the budget
+    assert describe({"tier": "compose", "sentences": sentences, "max_words": 40}, None) == text  # deterministic
