@@ -32,8 +32,9 @@ class NothingToUndo(Exception):
     """The annotator has no decision left to take back."""
 
 
-def _undoable(conn: sa.Connection, actor: str) -> list[sa.Row[Any]]:
-    """The annotator's decisions not yet undone, newest first (at most the last ``_SCAN`` events)."""
+def _undoable(conn: sa.Connection, actor: str) -> tuple[list[sa.Row[Any]], set[int]]:
+    """The annotator's decisions not yet undone, newest first (among the last ``_SCAN`` events), and the
+    ids of those already undone."""
     rows = conn.execute(
         sa.select(events)
         .where(events.c.actor == actor, events.c.action.in_((*UNDOABLE, "undo")))
@@ -41,7 +42,22 @@ def _undoable(conn: sa.Connection, actor: str) -> list[sa.Row[Any]]:
         .limit(_SCAN)
     ).all()
     undone = {int(r.after["undid"]) for r in rows if r.action == "undo" and r.after and "undid" in r.after}
-    return [r for r in rows if r.action != "undo" and r.id not in undone]
+    return [r for r in rows if r.action != "undo" and r.id not in undone], undone
+
+
+def _check_untouched(conn: sa.Connection, target: sa.Row[Any], actor: str, undone: set[int]) -> None:
+    """Raise ``Conflict`` when anyone else changed the tile after ``target`` (the annotator's own undos
+    of later decisions do not count)."""
+    later = conn.execute(
+        sa.select(events.c.id, events.c.actor, events.c.action).where(
+            events.c.tile_id == target.tile_id,
+            events.c.id > target.id,
+            events.c.action.in_((*UNDOABLE, "undo", "bulk_accept")),
+        )
+    ).all()
+    for event in later:
+        if event.actor != actor or (event.action != "undo" and event.id not in undone):
+            raise Conflict(current_decision(conn, str(target.tile_id)))
 
 
 def _restore_sample(
@@ -49,7 +65,7 @@ def _restore_sample(
 ) -> dict[str, Any]:
     tile_id = str(event.tile_id)
     current = current_decision(conn, tile_id)
-    if current is None or int(current["revision"]) != int(event.revision or 0):
+    if current is None:
         raise Conflict(current)
     before = dict(event.before or {})
     if before.get("status", "unreviewed") == "unreviewed":
@@ -111,12 +127,14 @@ def undo_last(
         Conflict: someone else changed the tile since.
     """
     with engine.begin() as conn:
-        stack = _undoable(conn, actor)
+        stack, undone = _undoable(conn, actor)
         if not stack:
             raise NothingToUndo("nothing to undo")
         targets = [stack[0]]
         if stack[0].action == "phrases_done" and len(stack) > 1 and stack[1].action in PHRASE_ACTIONS:
             targets.append(stack[1])
+        undone |= {int(e.id) for e in targets}
+        _check_untouched(conn, targets[-1], actor, undone)
         tile_id = str(targets[0].tile_id)
         state: dict[str, Any] = {}
         for event in targets:
