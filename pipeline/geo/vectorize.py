@@ -31,6 +31,12 @@ def tile_affine(tile: dict[str, Any], georeferenced: bool) -> Affine:
     return Affine.translation(float(tile["x0"]), float(tile["y0"]))
 
 
+def _shifted(affine: Affine, dx: float, dy: float) -> Affine:
+    """``affine`` applied after a shift by (dx, dy) pixels (the grid of a crop starting there)."""
+    a, b, c, d, e, f = affine.a, affine.b, affine.c, affine.d, affine.e, affine.f
+    return Affine(a, b, a * dx + b * dy + c, d, e, d * dx + e * dy + f)
+
+
 def mask_outline(rle: dict[str, Any], affine: Affine) -> BaseGeometry | None:
     """The outline of an RLE mask (tile pixels) mapped by ``affine``; ``None`` for an empty mask."""
     mask = decode(rle)
@@ -40,7 +46,7 @@ def mask_outline(rle: dict[str, Any], affine: Affine) -> BaseGeometry | None:
     cols = np.flatnonzero(mask.any(axis=0))
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     crop = np.ascontiguousarray(mask[r0:r1, c0:c1]).astype(np.uint8)
-    crop_affine = affine * Affine.translation(c0, r0)
+    crop_affine = _shifted(affine, c0, r0)
     parts = [shape(g) for g, v in shapes(crop, mask=crop.astype(bool), connectivity=8, transform=crop_affine) if v]
     polys: list[Polygon] = []
     for p in parts:
@@ -60,7 +66,8 @@ def footprint(width: int, height: int, affine: Affine, densify: int = 8) -> Poly
         + [(x, float(height)) for x in xs[::-1][:-1]]
         + [(0.0, y) for y in ys[::-1][:-1]]
     )
-    return Polygon([affine * pt for pt in ring])
+    a, b, c, d, e, f = affine.a, affine.b, affine.c, affine.d, affine.e, affine.f
+    return Polygon([(a * x + b * y + c, d * x + e * y + f) for x, y in ring])
 
 
 def clean(geom: BaseGeometry | None) -> tuple[BaseGeometry | None, str | None]:
