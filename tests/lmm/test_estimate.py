@@ -57,7 +57,7 @@ def test_image_size_reads_headers(to_png: Callable[[np.ndarray], bytes]) -> None
 
 
 def _settings(model: str, **more: object) -> LMMSettings:
-    return LMMSettings(model=model, max_tokens=300, detail="auto", **more)  # type: ignore[arg-type]
+    return LMMSettings(model=model, max_tokens=300, detail="auto", **more)
 
 
 def test_estimator_totals_per_tier_and_per_1000_tiles(to_png: Callable[[np.ndarray], bytes]) -> None:

@@ -139,3 +139,20 @@ def test_rerun_of_a_grouped_run_sends_nothing(
 )
 def test_parse_group_answer(text: str, expected: dict[int, str]) -> None:
     assert parse_group_answer(text) == expected
+
+
+def test_offline_describer_answers_a_group_with_each_objects_single_answer(
+    offline_url: str, make_settings: MakeSettings, to_png: Callable[[np.ndarray], bytes]
+) -> None:
+    tile = to_png(np.full((64, 64, 3), 90, dtype=np.uint8))
+    requests = [
+        LMMRequest("instance", f"Describe the {cat} marked {m}.", tile,
+                   {"tier": "instance", "category": cat, "position": pos, "mark": m, "length_m": 30.0 + m,
+                    "width_m": 20.0, "size_class": "large"}, f"t|instance|{m}")
+        for m, cat, pos in [(1, "plane", "top left"), (2, "ship", "bottom"), (3, "storage tank", "center")]
+    ]  # fmt: skip
+    singles = LMMClient(make_settings(offline_url)).describe_all_sync(requests, progress=False)
+    grouped = describe_grouped(LMMClient(make_settings(offline_url)), requests, 3)
+    assert len(grouped.calls) == 1 and grouped.reasked == 0
+    assert [r.text for r in grouped.results] == [r.text for r in singles]
+    assert json.loads(grouped.calls[0].text or "")["objects"][1]["mark"] == 2
