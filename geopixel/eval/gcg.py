@@ -1,9 +1,12 @@
 """Grounded conversation generation (GCG) metrics: AP50, mIoU, Recall, CIDEr and METEOR.
 
-Ground truth is the exporter's COCO pair (``EXPORT/coco/instances_{split}.json`` — one annotation per
-grounded mask with ``segmentation`` (RLE), ``phrase``, ``seg_index``, ``kind``, ``instance_ids`` — and
-``EXPORT/coco/captions_{split}.json`` with ``caption`` and ``labels``); GLaMM's own GT files (category 1,
-no phrase fields) work too. Predictions are GLaMM's format, one record per image::
+Ground truth is either of two COCO pairs: the exporter's per-class one (``EXPORT/coco/instances_{split}.json``
+— one annotation per grounded mask with ``segmentation`` (RLE), ``phrase``, ``seg_index``, ``kind``,
+``instance_ids`` — and ``EXPORT/coco/captions_{split}.json`` with ``caption`` and ``labels``), or GLaMM's own
+form (``EXPORT/glamm/{split}_gcg_coco_mask_gt.json`` / ``{split}_gcg_coco_caption_gt.json``: string image ids
+= file stems, category 1, phrases only in ``labels``). Categories are ignored either way.
+
+Predictions are GLaMM's format, one record per image::
 
     {"image_id": 3 | "P0003_0_800_0_800" | "P0003_0_800_0_800.png",
      "caption": "... <p> tennis court-1 </p> [SEG] ...",    # markup is stripped for caption metrics
@@ -36,7 +39,8 @@ Rules (all per image, then pooled; "uni" / "multi" split by the *ground-truth* p
   GT phrases.
 * **CIDEr, METEOR**: :mod:`geopixel.eval.captions` on captions with markup removed, one reference (the GT
   caption) per image; an image without a prediction scores against an empty caption. Reported overall
-  only (a caption mixes both kinds).
+  only (a caption mixes both kinds). METEOR is the METEOR 1.5 jar's when Java is available (as
+  coco-caption), else the reimplementation's; ``info["meteor"]`` says which.
 
 All metrics are fractions in [0, 1] except CIDEr (CIDEr units); :meth:`GCGResult.table` prints them × 100
 as in the GeoPixel paper.
@@ -59,7 +63,7 @@ from pycocotools.cocoeval import COCOeval
 
 from pipeline.gcg import phrase_texts
 
-from .captions import caption_metrics, strip_markup, tokenize
+from .captions import caption_scores, strip_markup, tokenize
 from .matching import Rle, glamm_greedy_pairs, iou_matrix, match_gt_ious, recall_matches, to_rle
 from .similarity import PhraseSimilarity, get_similarity
 
@@ -67,11 +71,15 @@ KINDS = ("uni", "multi")
 ROWS = ("uni", "multi", "overall")
 
 
+#: A ground-truth image id: the exporter's integer COCO id, or a string (GLaMM's file stems).
+ImageId = int | str
+
+
 @dataclass
 class GTImage:
     """Ground truth of one image: masks in ``[SEG]`` order with their phrases and target kinds."""
 
-    image_id: int
+    image_id: ImageId
     tile_id: str | None
     file_name: str | None
     height: int
@@ -94,15 +102,20 @@ class Prediction:
 
 @dataclass
 class GroundTruth:
-    """The GT images by COCO id plus the lookup from tile ids / file names to ids."""
+    """The GT images by id (as written in the files: int or str) plus the lookup from other names to ids."""
 
-    images: dict[int, GTImage]
-    aliases: dict[str, int]
+    images: dict[ImageId, GTImage]
+    aliases: dict[str, ImageId]
 
-    def resolve(self, key: Any) -> int | None:
-        """COCO image id of a prediction's ``image_id`` (int id, tile id, file name or file stem)."""
+    def resolve(self, key: Any) -> ImageId | None:
+        """GT image id of a prediction's ``image_id``: the id itself, the tile id, the file name or the file
+        stem (a GLaMM prediction file ``{stem}.json``), or an integer id written as text."""
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            return int(key) if int(key) in self.images else None
+            key = int(key)
+            if key in self.images:
+                return key
+        if isinstance(key, str) and key in self.images:
+            return key
         text = str(key)
         for k in (text, Path(text).name, Path(text).stem):
             if k in self.aliases:
@@ -110,6 +123,13 @@ class GroundTruth:
         if text.isdigit() and int(text) in self.images:
             return int(text)
         return None
+
+
+def _image_key(value: Any, source: str) -> ImageId:
+    """An image id as stored: ints stay ints, everything else is its text."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{source}: image id {value!r} is not an integer or a string")
+    return int(value) if isinstance(value, (int, np.integer)) else str(value)
 
 
 def target_kind(ann: Mapping[str, Any]) -> str | None:
@@ -121,37 +141,73 @@ def target_kind(ann: Mapping[str, Any]) -> str | None:
     return {"instance": "uni", "cluster": "multi"}.get(kind) if isinstance(kind, str) else None
 
 
+def _load_json(source: str | Path | Mapping[str, Any], what: str) -> tuple[Mapping[str, Any], str]:
+    if isinstance(source, Mapping):
+        return source, f"<{what}>"
+    path = Path(source)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: a COCO {what} file is a JSON object with 'images' and 'annotations'")
+    return data, str(path)
+
+
+def _image_size(img: Mapping[str, Any], anns: Sequence[Mapping[str, Any]], source: str) -> tuple[int, int]:
+    """``(height, width)`` from the image record, else from the first RLE's ``size``."""
+    if img.get("height") and img.get("width"):
+        return int(img["height"]), int(img["width"])
+    for a in anns:
+        seg = a.get("segmentation")
+        if isinstance(seg, Mapping) and seg.get("size"):
+            return int(seg["size"][0]), int(seg["size"][1])
+    raise ValueError(f"{source}: image {img.get('id')!r} has no height/width and no RLE mask to take them from")
+
+
 def load_ground_truth(instances: str | Path | Mapping[str, Any], captions: str | Path | Mapping[str, Any]) -> GroundTruth:
-    """Read the COCO instances and captions files (paths or loaded dicts) into :class:`GroundTruth`."""
-    inst = instances if isinstance(instances, Mapping) else json.loads(Path(instances).read_text())
-    caps = captions if isinstance(captions, Mapping) else json.loads(Path(captions).read_text())
-    cap_by_image: dict[int, Mapping[str, Any]] = {}
+    """Read the COCO instances and captions files (paths or loaded dicts) into :class:`GroundTruth`.
+
+    Both forms work: the exporter's (integer ids, one category per class, ``phrase``/``seg_index``/``kind``/
+    ``instance_ids`` on every annotation) and GLaMM's (string ids = file stems, category 1, phrases only in
+    the caption annotation's ``labels``, in the order of the image's annotations). Categories are ignored
+    (GCG is class-agnostic). Annotations keep ``seg_index`` order when every one of an image has it, else
+    their order in the file (GLaMM pairs ``labels[k]`` with the image's k-th annotation).
+    """
+    inst, inst_src = _load_json(instances, "instances")
+    caps, caps_src = _load_json(captions, "captions")
+    cap_by_image: dict[ImageId, Mapping[str, Any]] = {}
     for a in caps.get("annotations", []):
-        cap_by_image.setdefault(int(a["image_id"]), a)
-    images: dict[int, GTImage] = {}
-    aliases: dict[str, int] = {}
-    for img in list(inst.get("images", [])) + [i for i in caps.get("images", []) if i["id"] not in {x["id"] for x in inst.get("images", [])}]:
-        iid = int(img["id"])
+        cap_by_image.setdefault(_image_key(a.get("image_id"), caps_src), a)
+    anns_by_image: dict[ImageId, list[Mapping[str, Any]]] = {}
+    for a in inst.get("annotations", []):
+        anns_by_image.setdefault(_image_key(a.get("image_id"), inst_src), []).append(a)
+    images: dict[ImageId, GTImage] = {}
+    aliases: dict[str, ImageId] = {}
+    listed = [(img, inst_src) for img in inst.get("images", [])] + [(img, caps_src) for img in caps.get("images", [])]
+    for img, src in listed:
+        iid = _image_key(img.get("id"), src)
         if iid in images:
             continue
+        height, width = _image_size(img, anns_by_image.get(iid, []), src)
         cap = cap_by_image.get(iid, {})
         text = cap.get("caption") or strip_markup(cap.get("gcg_caption", "") or "")
-        images[iid] = GTImage(iid, img.get("tile_id"), img.get("file_name"), int(img["height"]), int(img["width"]),
-                              strip_markup(text))
-        for alias in (img.get("tile_id"), img.get("file_name"), Path(img["file_name"]).stem if img.get("file_name") else None):
+        images[iid] = GTImage(iid, img.get("tile_id"), img.get("file_name"), height, width, strip_markup(text))
+        file_name = img.get("file_name")
+        for alias in (str(iid), img.get("tile_id"), file_name, Path(file_name).stem if file_name else None):
             if alias:
                 aliases.setdefault(str(alias), iid)
-    anns_by_image: dict[int, list[Mapping[str, Any]]] = {}
-    for a in inst.get("annotations", []):
-        anns_by_image.setdefault(int(a["image_id"]), []).append(a)
     for iid, anns in anns_by_image.items():
         if iid not in images:
-            raise ValueError(f"annotation {anns[0].get('id')} refers to image {iid}, which is not listed")
+            raise ValueError(f"{inst_src}: annotation {anns[0].get('id')} refers to image {iid!r}, which is not listed")
         g = images[iid]
-        anns = sorted(anns, key=lambda a: (a.get("seg_index", 0), a.get("id", 0)))
+        if all("seg_index" in a for a in anns):
+            anns = sorted(anns, key=lambda a: int(a["seg_index"]))
         labels = list(cap_by_image.get(iid, {}).get("labels") or [])
         for k, a in enumerate(anns):
-            seg = a["segmentation"]
+            seg = a.get("segmentation")
+            if seg is None:
+                raise ValueError(f"{inst_src}: annotation {a.get('id')} of image {iid!r} has no segmentation")
             if not isinstance(seg, dict):
                 from pycocotools import mask as mask_utils  # polygons → RLE
 
@@ -228,22 +284,23 @@ class _SubsetCOCOeval(COCOeval):
                     g["ignore"] = 1
 
 
-def ap50(gt: GroundTruth, preds: Mapping[int, Prediction], kind: str | None = None) -> float | None:
+def ap50(gt: GroundTruth, preds: Mapping[ImageId, Prediction], kind: str | None = None) -> float | None:
     """COCO segmentation AP at IoU 0.5, one category (``None`` when there is no GT of that kind)."""
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     keep: set[int] = set()
+    number = {iid: n for n, iid in enumerate(gt.images, start=1)}  # pycocotools wants one id type
     for g in gt.images.values():
-        images.append({"id": g.image_id, "height": g.height, "width": g.width})
+        images.append({"id": number[g.image_id], "height": g.height, "width": g.width})
         for m, k in zip(g.masks, g.kinds, strict=True):
             aid = len(anns) + 1
-            anns.append({"id": aid, "image_id": g.image_id, "category_id": 1, "segmentation": m, "iscrowd": 0,
+            anns.append({"id": aid, "image_id": number[g.image_id], "category_id": 1, "segmentation": m, "iscrowd": 0,
                          "area": float(_area(m))})
             if kind is None or k == kind:
                 keep.add(aid)
     if not keep:
         return None
-    dets = [{"image_id": iid, "category_id": 1, "segmentation": m, "score": s}
+    dets = [{"image_id": number[iid], "category_id": 1, "segmentation": m, "score": s}
             for iid, p in preds.items() for m, s in zip(p.masks, p.scores, strict=True)]
     if not dets:
         return 0.0
@@ -291,6 +348,8 @@ class GCGResult:
         i = self.info
         lines.append(f"images {i['images']} (predicted {i['predicted']}, missing {i['missing']}, "
                      f"unknown ids {i['unknown']}); matching {i['matching']}, similarity {i['similarity']}")
+        if i.get("meteor"):
+            lines.append(f"METEOR: {i['meteor']}")
         return "\n".join(lines)
 
 
@@ -306,6 +365,7 @@ def evaluate_gcg(
     iou_threshold: float = 0.5,
     sim_threshold: float = 0.5,
     captions: bool = True,
+    meteor: str | None = None,
 ) -> GCGResult:
     """Score GLaMM-format prediction records against ground truth (rules in the module docstring).
 
@@ -316,9 +376,12 @@ def evaluate_gcg(
         matching: ``"hungarian"`` (default) or ``"glamm"`` for mIoU and Recall pairing.
         iou_threshold, sim_threshold: Recall's admissibility thresholds.
         captions: compute CIDEr and METEOR.
+        meteor: METEOR backend: ``auto`` (the METEOR 1.5 jar when Java is available, else the
+            reimplementation), ``jar`` or ``python``; ``None`` reads ``$GEOPIXEL_METEOR`` (default ``auto``).
+            ``info["meteor"]`` says which scored.
     """
     sim = similarity if similarity is not None and not isinstance(similarity, str) else get_similarity(similarity)
-    preds: dict[int, Prediction] = {}
+    preds: dict[ImageId, Prediction] = {}
     unknown: list[Any] = []
     for rec in predictions:
         iid = gt.resolve(rec.get("image_id"))
@@ -362,15 +425,19 @@ def evaluate_gcg(
             "phrases": n,
             "recalled": recalled[row],
         }
+    meteor_label = None
     if captions:
-        refs = {str(i): [g.caption] for i, g in gt.images.items()}
-        hyps = {str(i): preds.get(i, empty).caption for i in gt.images}
-        rows["overall"].update(caption_metrics(hyps, refs, tokenize))
+        keys = {iid: str(n) for n, iid in enumerate(gt.images)}  # int and str ids may both occur
+        refs = {keys[i]: [g.caption] for i, g in gt.images.items()}
+        hyps = {keys[i]: preds.get(i, empty).caption for i in gt.images}
+        scores, meteor_label = caption_scores(hyps, refs, tokenize, meteor)
+        rows["overall"].update(scores)
     for row in KINDS:
         rows[row].update({"CIDEr": None, "METEOR": None})
     info = {"images": len(gt.images), "predicted": len(preds), "missing": len(gt.images) - len(preds),
             "unknown": len(unknown), "unknown_ids": [str(u) for u in unknown[:20]], "matching": matching,
-            "similarity": sim.name, "iou_threshold": iou_threshold, "sim_threshold": sim_threshold}
+            "similarity": sim.name, "iou_threshold": iou_threshold, "sim_threshold": sim_threshold,
+            "meteor": meteor_label}
     return GCGResult(rows, info)
 
 
@@ -380,9 +447,11 @@ def evaluate_files(
     pred: str | Path,
     similarity: str | None = None,
     matching: str = "hungarian",
+    meteor: str | None = None,
 ) -> GCGResult:
     """:func:`evaluate_gcg` on files (see :func:`read_predictions` for the accepted prediction layouts)."""
-    return evaluate_gcg(load_ground_truth(gt_instances, gt_captions), read_predictions(pred), similarity, matching)
+    return evaluate_gcg(load_ground_truth(gt_instances, gt_captions), read_predictions(pred), similarity, matching,
+                        meteor=meteor)
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""CIDEr-D and METEOR on tiny corpora computed by hand, and against pycocoevalcap / nltk where installed."""
+"""CIDEr-D and METEOR (both parameter sets) on tiny corpora computed by hand, and against pycocoevalcap / nltk."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from geopixel.eval.captions import (
     caption_metrics,
+    caption_scores,
     cider_d,
     count_chunks,
     meteor,
@@ -15,6 +16,8 @@ from geopixel.eval.captions import (
     strip_markup,
     tokenize,
 )
+from geopixel.eval.meteor import METEOR_2005, jar_tokens
+from geopixel.eval.meteor_jar import meteor_jar_available
 
 
 def test_tokenize_and_strip_markup() -> None:
@@ -66,40 +69,63 @@ def test_cider_matches_pycocoevalcap() -> None:
     assert [per[k] for k in corpus] == pytest.approx(list(ref_scores), rel=1e-9)
 
 
-def test_meteor_by_hand() -> None:
+def test_meteor_2005_by_hand() -> None:
     # METEOR paper style example: 6 matches, 2 chunks ("the president" | "spoke to the audience")
     hyp = ["the", "president", "spoke", "to", "the", "audience"]
     ref = ["the", "president", "then", "spoke", "to", "the", "audience"]
-    s = meteor_stats(hyp, ref)
+    s = meteor_stats(hyp, ref, METEOR_2005)
     assert (s.aligned, s.chunks) == (6, 2)
     p, r = 1.0, 6 / 7
     fmean = p * r / (0.9 * p + 0.1 * r)  # = 10PR / (R + 9P)
-    assert s.score() == pytest.approx(fmean * (1 - 0.5 * (2 / 6) ** 3))
+    assert s.score(METEOR_2005) == pytest.approx(fmean * (1 - 0.5 * (2 / 6) ** 3))
     # word order scrambled: optimal alignment has 3 chunks ("the cat" | "sat" | "on the mat")
-    s2 = meteor_stats(["the", "cat", "sat", "on", "the", "mat"], ["on", "the", "mat", "sat", "the", "cat"])
+    s2 = meteor_stats(["the", "cat", "sat", "on", "the", "mat"], ["on", "the", "mat", "sat", "the", "cat"], METEOR_2005)
     assert (s2.aligned, s2.chunks) == (6, 3)
-    assert s2.score() == pytest.approx(1 - 0.5 * 0.5**3)
+    assert s2.score(METEOR_2005) == pytest.approx(1 - 0.5 * 0.5**3)
     # stems: cats/cat and sitting/sits align in the stem stage, one chunk
     pytest.importorskip("nltk")
-    s3 = meteor_stats(["cats", "sitting"], ["cat", "sits"])
-    assert (s3.aligned, s3.chunks) == (2, 1) and s3.score() == pytest.approx(1 - 0.5 * 0.5**3)
-    assert meteor_stats(["cats"], ["cat"], stem=False).score() == 0.0
+    s3 = meteor_stats(["cats", "sitting"], ["cat", "sits"], METEOR_2005)
+    assert (s3.aligned, s3.chunks) == (2, 1) and s3.score(METEOR_2005) == pytest.approx(1 - 0.5 * 0.5**3)
+    assert meteor_stats(["cats"], ["cat"], METEOR_2005, stem=False).score(METEOR_2005) == 0.0
     assert count_chunks([(0, 0), (1, 1), (2, 5), (3, 6), (5, 7)]) == 3
+
+
+def test_meteor_1_5_by_hand() -> None:
+    pytest.importorskip("nltk")
+    # "the" and "are"/"is" are function words (weight 1 − δ = 0.25); cars/car and parking/parked match by
+    # stem (weight 0.6); "the" exactly (weight 1); "are"/"is" stay unaligned. 3 pairs, 2 chunks.
+    s = meteor_stats(["the", "cars", "are", "parking"], ["the", "car", "is", "parked"])
+    assert (s.hyp_function_words, s.ref_function_words, s.aligned, s.chunks) == (2, 2, 3, 2)
+    assert (s.hyp_content, s.hyp_function) == ([0, 2], [1, 0])
+    d = 0.75
+    p = (1.0 * (1 - d) * 1 + 0.6 * d * 2) / (d * 2 + (1 - d) * 2)  # same on both sides: P = R
+    fmean = p * p / (0.85 * p + 0.15 * p)
+    assert s.score() == pytest.approx(fmean * (1 - 0.6 * (2 / 3) ** 0.2))
+    # a perfect match (every word, one chunk) has no fragmentation penalty in METEOR 1.5
+    assert meteor_stats(["a", "plane"], ["a", "plane"]).score() == 1.0
+    # a word with an exact candidate takes no stem match: both reference words have the exact candidate
+    # "park", so "parks" stays unaligned (METEOR 2005 aligns it to the second "park" by stem)
+    assert meteor_stats(["park", "parks"], ["park", "park"]).aligned == 1
+    assert meteor_stats(["park", "parks"], ["park", "park"], METEOR_2005).aligned == 2
+    assert meteor_stats(["parks"], ["parked"]).aligned == 1  # stem match when no exact candidate
 
 
 def test_meteor_corpus_score_sums_statistics() -> None:
     cands = {"a": ["the", "president", "spoke", "to", "the", "audience"], "b": ["a", "plane"]}
     refs = {"a": [["the", "president", "then", "spoke", "to", "the", "audience"]], "b": [["a", "big", "plane"]]}
-    corpus, per = meteor(cands, refs)
+    corpus, per = meteor(cands, refs, METEOR_2005)
     # image b: m = 2 ("a", "plane"), 2 chunks, P = 1, R = 2/3
     fb = (2 / 3) / (0.9 + 0.1 * 2 / 3)
     assert per["b"] == pytest.approx(fb * (1 - 0.5 * 1.0**3))
     # corpus: m = 8, |hyp| = 8, |ref| = 10, chunks = 4
     p, r = 8 / 8, 8 / 10
     assert corpus == pytest.approx(p * r / (0.9 * p + 0.1 * r) * (1 - 0.5 * (4 / 8) ** 3))
+    # METEOR 1.5: perfect images add no chunks to the corpus, so identical captions score 1 overall
+    same = {"a": cands["a"], "b": ["a", "big", "plane"]}
+    assert meteor(same, {k: [v] for k, v in same.items()})[0] == 1.0
 
 
-def test_meteor_agrees_with_nltk_when_alignment_is_unambiguous() -> None:
+def test_meteor_2005_agrees_with_nltk_when_alignment_is_unambiguous() -> None:
     nltk_meteor = pytest.importorskip("nltk.translate.meteor_score")
 
     class NoWordNet:  # WordNet data is not available offline; disable the synonym stage in nltk too
@@ -113,16 +139,26 @@ def test_meteor_agrees_with_nltk_when_alignment_is_unambiguous() -> None:
         ("green trees surround empty courts", "empty tennis courts surrounded by green trees"),
     ]
     for hyp, ref in pairs:
-        ours = meteor_stats(hyp.split(), ref.split()).score()
+        ours = meteor_stats(hyp.split(), ref.split(), METEOR_2005).score(METEOR_2005)
         theirs = nltk_meteor.single_meteor_score(ref.split(), hyp.split(), wordnet=NoWordNet())
         assert ours == pytest.approx(theirs, abs=1e-12), (hyp, ref)
 
 
-def test_caption_metrics_identical_corpus() -> None:
+def test_jar_tokens_resplit_like_the_jar() -> None:
+    assert jar_tokens(["tennis", "court-1", "it", "'s", "north-east", "-", "1.5"]) == [
+        "tennis", "court", "1", "it", "'", "s", "north", "east", "-", "1.5"]
+
+
+@pytest.mark.parametrize("backend", ["python", "jar"])
+def test_caption_metrics_identical_corpus(backend: str) -> None:
+    if backend == "jar" and not meteor_jar_available():
+        pytest.skip("no Java runtime / pycocoevalcap: the METEOR jar cannot run here")
     caps = {"1": "A plane is parked near the terminal.", "2": "Two ships are docked in a small harbor.",
             "3": "Numerous small vehicles line the road at the left side."}
-    m = caption_metrics(caps, {k: [v] for k, v in caps.items()})
+    m, label = caption_scores(caps, {k: [v] for k, v in caps.items()}, meteor_backend_name=backend)
     # identical captions: every cosine is 1 where the n-gram order exists (all have ≥ 4 words) → CIDEr 10
     assert m["CIDEr"] == pytest.approx(10.0)
-    # one chunk per caption: m = 7 + 8 + 10 = 25 matches, 3 chunks
-    assert m["METEOR"] == pytest.approx(1 - 0.5 * (3 / 25) ** 3)
+    # METEOR 1.5: every caption matches fully in one chunk → no fragmentation penalty → 1
+    assert m["METEOR"] == pytest.approx(1.0)
+    assert label.startswith("METEOR 1.5 jar" if backend == "jar" else "reimplementation, METEOR 1.5 parameters")
+    assert caption_metrics(caps, {k: [v] for k, v in caps.items()}, meteor_backend_name="python") == pytest.approx(m)
