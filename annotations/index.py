@@ -187,7 +187,7 @@ def ensure_index(
     *,
     spot_check_rate: float = 0.05,
     seed: int = 0,
-    batch_rows: int = 2048,
+    batch_rows: int = 256,
 ) -> IndexStats:
     """Build (or keep) the sample index of ``data_dir`` in the review database.
 

@@ -10,7 +10,12 @@ them against PostgreSQL instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +31,7 @@ from pycocotools import mask as mask_utils
 
 from annotations.samples import INSTANCES_SCHEMA, SAMPLES_SCHEMA
 
+REPO = Path(__file__).resolve().parents[2]
 ISAID_IMAGE = Path(__file__).resolve().parents[1] / "data" / "isaid" / "P0003.png"
 PASSWORD = "correct horse battery"
 XSS_TEXT = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
@@ -282,6 +288,71 @@ def isaid_tile() -> np.ndarray:
         return np.asarray(image.convert("RGB"))[:800, :800].copy()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m annotations.cli ARGS`` (checked)."""
+    return subprocess.run(
+        [sys.executable, "-m", "annotations.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=True,
+    )
+
+
+@contextlib.contextmanager
+def serve_review(
+    data_dir: Path, *args: str, timeout: float = 120.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The real review server (``python -m annotations.cli serve --data DIR ARGS``) on a free loopback
+    port: yields ``(base url, process)``; stopped by PID."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "annotations.cli",
+            "serve",
+            "--data",
+            str(data_dir),
+            "--port",
+            str(port),
+            *args,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {process.returncode}: {process.stderr.read().decode()}"
+                )
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server did not listen on {port}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 @pytest.fixture
 def tools() -> SimpleNamespace:
     """The fixture builders, for tests that make their own data directories."""
@@ -295,4 +366,6 @@ def tools() -> SimpleNamespace:
         add_test_user=add_test_user,
         PASSWORD=PASSWORD,
         XSS_TEXT=XSS_TEXT,
+        serve=serve_review,
+        cli=run_cli,
     )
