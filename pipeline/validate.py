@@ -1,7 +1,8 @@
 """Validation flags: suspicious answers are flagged and kept, never dropped.
 
-Each flag is ``{"code", "severity", "detail"}``; severity is ``info``, ``warning`` or ``error`` and
-drives the review queue. Codes:
+Each flag is ``{"code", "severity", "detail"}``, plus ``instance_ids`` and ``phrase`` (index into the
+sample's phrases) when it is about one object; severity is ``info``, ``warning`` or ``error`` and drives
+the review queue. Codes:
 
 ==========================  ========  ==========================================================
 code                        severity  when
@@ -10,8 +11,11 @@ code                        severity  when
 ``empty_response``          error     the answer is empty
 ``refusal``                 error     the answer refuses or says it cannot see the object
 ``wrong_category``          error     names another category and not the object's own
-``markup_*``, ``phrase_empty``  error  malformed ``<p> phrase </p> [SEG]`` markup or ``[SEG]`` count ≠
-                                      masks: the codes of :mod:`pipeline.gcg` (one set for the whole project)
+``markup_*`` etc.           error     malformed ``<p> phrase </p> [SEG]`` markup or ``[SEG]`` count ≠ masks:
+                                      the codes of :mod:`pipeline.gcg` (one set for the whole project)
+``compose_failed``          warning   the compose call failed; the sentences are joined as they are
+``compose_rejected``        warning   the composed paragraph changed, dropped or added a phrase (kept out)
+``not_grounded``            warning   objects with neither a mark nor a group (no phrase can ground them)
 ``mark_leak``               warning   the answer mentions the mark number
 ``position_contradiction``  warning   says left/right/top/bottom against the position prior
 ``length_out_of_bounds``    warning   fewer or more words than the tier's bounds
