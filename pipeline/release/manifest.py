@@ -41,6 +41,10 @@ PROVENANCE_COLUMNS = ("lmm_model", "prompt_version")
 
 _SHARD_RE = re.compile(r"^data/(?P<split>[A-Za-z0-9_.]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 _CHUNK = 1 << 20
+#: Rows per record batch when hashing sample shards: rows carry their tile PNG, so a batch is a few MB.
+HASH_BATCH_ROWS = 32
+#: Rows per batch when reading one small column (review status, CRS, GSD, ...).
+COLUMN_BATCH_ROWS = 65536
 
 
 class FileEntry(BaseModel):
@@ -176,6 +180,9 @@ def scan_export(root: Path) -> ExportScan:
 def build_sample_index(root: Path, shards: Mapping[str, list[str]]) -> tuple[pa.Table, dict[str, int]]:
     """Per-sample ``id``, ``split`` and ``content_sha256`` (see :func:`row_hashes`) plus rows per split.
 
+    Shards are read one row group at a time and hashed ``HASH_BATCH_ROWS`` rows at a time, so memory
+    follows one row group (the exporter writes them of at most 64 rows / 32 MB), not the shard; what is kept is the index itself (three short strings per sample).
+
     Raises :class:`ExportError` on a null or duplicated id, naming the id and the shard.
     """
     ids: list[str] = []
@@ -186,7 +193,7 @@ def build_sample_index(root: Path, shards: Mapping[str, list[str]]) -> tuple[pa.
     for split, paths in sorted(shards.items()):
         rows[split] = 0
         for rel in paths:
-            for batch in pq.ParquetFile(root / rel).iter_batches(batch_size=4096):
+            for batch in _row_batches(root / rel):
                 batch_ids = batch.column("id").to_pylist()
                 for sample_id in batch_ids:
                     if sample_id is None:
@@ -207,6 +214,13 @@ def build_sample_index(root: Path, shards: Mapping[str, list[str]]) -> tuple[pa.
         }
     )
     return table, rows
+
+
+def _row_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """A shard's rows, one row group at a time (``iter_batches`` reads ahead several), in small batches."""
+    handle = pq.ParquetFile(path, pre_buffer=False)
+    for group in range(handle.num_row_groups):
+        yield from handle.read_row_group(group, use_threads=False).to_batches(max_chunksize=HASH_BATCH_ROWS)
 
 
 def row_hashes(batch: pa.RecordBatch | pa.Table, key: str = "id") -> list[str]:
@@ -379,10 +393,13 @@ def _common_columns(root: Path, shards: Mapping[str, list[str]]) -> dict[str, st
 
 
 def _iter_column(root: Path, shards: Mapping[str, list[str]], column: str) -> Iterator[tuple[str, pa.Array]]:
+    """``(split, values)`` of one column of every shard, in batches (only that column is read)."""
     for split, paths in shards.items():
         for rel in paths:
-            if column in pq.read_schema(root / rel).names:
-                yield split, pq.read_table(root / rel, columns=[column]).column(column).combine_chunks()
+            handle = pq.ParquetFile(root / rel)
+            if column in handle.schema_arrow.names:
+                for batch in handle.iter_batches(batch_size=COLUMN_BATCH_ROWS, columns=[column]):
+                    yield split, batch.column(0)
 
 
 def _review_stats(
@@ -419,7 +436,8 @@ def _geo(root: Path, shards: Mapping[str, list[str]], export_meta: Mapping[str, 
     gsd: list[float] = [float(g) for g in listed if _finite(g)] if isinstance(listed, list) else []
     for _, array in _iter_column(root, shards, "gsd"):
         if pa.types.is_floating(array.type) or pa.types.is_integer(array.type):
-            gsd.extend(float(v) for v in array.to_pylist() if _finite(v))
+            finite = [float(v) for v in array.to_pylist() if _finite(v)]
+            gsd = [min([*gsd, *finite]), max([*gsd, *finite])] if gsd or finite else []  # a running range
     bbox = export_meta.get("bbox_wgs84")
     valid_bbox = isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)
     return {
