@@ -68,15 +68,78 @@ def perfect_predictions() -> list[dict[str, Any]]:
 
 def test_perfect_predictions_score_full_marks(tmp_path: Path) -> None:
     gt = load_ground_truth(*write_gt(tmp_path))
-    r = evaluate_gcg(gt, perfect_predictions())
+    r = evaluate_gcg(gt, perfect_predictions(), meteor="python")
     for row in ("uni", "multi", "overall"):
         assert r.rows[row]["AP50"] == pytest.approx(1.0)
         assert r.rows[row]["mIoU"] == 1.0 and r.rows[row]["Recall"] == 1.0 and r.rows[row]["mIoU_glamm"] == 1.0
     assert (r.rows["uni"]["phrases"], r.rows["multi"]["phrases"], r.rows["overall"]["phrases"]) == (3, 1, 4)
     assert r.rows["overall"]["CIDEr"] > 0.5 and r.rows["uni"]["CIDEr"] is None
-    # identical captions: one chunk each; 14 + 13 tokens aligned
-    assert r.rows["overall"]["METEOR"] == pytest.approx(1 - 0.5 * (2 / 27) ** 3)
+    # identical captions: every word aligned in one chunk → no fragmentation penalty (METEOR 1.5)
+    assert r.rows["overall"]["METEOR"] == pytest.approx(1.0)
     assert r.info["missing"] == 0 and r.info["unknown"] == 0
+    assert r.info["meteor"].startswith("reimplementation, METEOR 1.5 parameters")
+
+
+def write_glamm_gt(folder: Path) -> tuple[Path, Path]:
+    """The same ground truth in GLaMM's own form: string ids = file stems, category 1 only, no phrase fields
+    (phrases only in the caption annotation's ``labels``, in annotation order), annotations shuffled across
+    images, as GLaMM's ``{split}_gcg_coco_mask_gt.json`` / ``{split}_gcg_coco_caption_gt.json``."""
+    images = [{"id": f"T{i}_0_800_0_800", "file_name": f"T{i}_0_800_0_800.png", "width": W, "height": H}
+              for i in OBJECTS]
+    anns, caps = [], []
+    for k in range(2):  # interleave images: the k-th object of every image, then the next
+        for iid, objs in OBJECTS.items():
+            phrase, b, _ids, _kind = objs[k]
+            anns.append({"id": len(anns) + 1, "image_id": f"T{iid}_0_800_0_800", "category_id": 1,
+                         "segmentation": rle(*b), "area": float((b[1] - b[0]) * (b[3] - b[2])),
+                         "bbox": [b[2], b[0], b[3] - b[2], b[1] - b[0]], "iscrowd": 0})
+    for iid, objs in OBJECTS.items():
+        plain = CAPTIONS[iid].replace("<p> ", "").replace(" </p> [SEG]", "")
+        caps.append({"id": iid, "image_id": f"T{iid}_0_800_0_800", "caption": plain, "labels": [o[0] for o in objs]})
+    inst, cap = folder / "test_gcg_coco_mask_gt.json", folder / "test_gcg_coco_caption_gt.json"
+    inst.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}))
+    cap.write_text(json.dumps({"images": images, "annotations": caps}))
+    return inst, cap
+
+
+def test_glamm_form_ground_truth_scores_like_ours(tmp_path: Path) -> None:
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "glamm").mkdir()
+    ours = load_ground_truth(*write_gt(tmp_path / "ours"))
+    glamm = load_ground_truth(*write_glamm_gt(tmp_path / "glamm"))
+    assert sorted(glamm.images) == ["T1_0_800_0_800", "T2_0_800_0_800"]
+    assert glamm.images["T1_0_800_0_800"].phrases == ["tennis court-1", "small vehicles"]  # from labels
+    # GLaMM's prediction files: {image_id}.json holding {"image_id": stem, ...}, ids as GLaMM writes them
+    folder = tmp_path / "preds"
+    folder.mkdir()
+    for rec in perfect_predictions():
+        rec = {**rec, "image_id": f"T{rec['image_id']}_0_800_0_800" if isinstance(rec["image_id"], int)
+               else rec["image_id"]}
+        (folder / f"{rec['image_id']}.json").write_text(json.dumps(rec))
+    preds = read_predictions(folder)
+    a = evaluate_gcg(ours, preds, meteor="python")
+    b = evaluate_gcg(glamm, preds, meteor="python")
+    assert b.info["unknown"] == 0 and b.info["missing"] == 0
+    assert b.rows["overall"] == a.rows["overall"]  # GLaMM's GT has no kinds: overall only
+    assert b.rows["overall"]["AP50"] == pytest.approx(1.0) and b.rows["overall"]["Recall"] == 1.0
+    # an imperfect model scores the same against both forms
+    half = [{**p, "phrases": p["phrases"][:1], "pred_masks": p["pred_masks"][:1]} for p in preds]
+    ra, rb = evaluate_gcg(ours, half, meteor="python"), evaluate_gcg(glamm, half, meteor="python")
+    for metric in ("AP50", "mIoU", "Recall", "mIoU_glamm", "CIDEr", "METEOR"):
+        assert rb.rows["overall"][metric] == pytest.approx(ra.rows["overall"][metric]), metric
+
+
+def test_ground_truth_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    inst, cap = write_glamm_gt(tmp_path)
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        load_ground_truth(bad, cap)
+    data = json.loads(inst.read_text())
+    data["annotations"][0]["image_id"] = "T9_0_800_0_800"
+    inst.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"test_gcg_coco_mask_gt.json: annotation 1 refers to image 'T9_0_800_0_800'"):
+        load_ground_truth(inst, cap)
 
 
 def test_imperfect_predictions_by_hand(tmp_path: Path) -> None:
@@ -90,7 +153,7 @@ def test_imperfect_predictions_by_hand(tmp_path: Path) -> None:
         {"image_id": 2, "caption": "A plane.", "phrases": ["plane"], "pred_masks": [rle(10, 20, 10, 15)]},
         {"image_id": "not-in-gt", "caption": "", "phrases": [], "pred_masks": []},
     ]
-    r = evaluate_gcg(gt, preds)
+    r = evaluate_gcg(gt, preds, meteor="python")
     # per GT: court 0.5, cluster 1.0, plane-1 0 (no prediction left), plane-2 0.5
     assert r.rows["overall"]["mIoU"] == pytest.approx((0.5 + 1.0 + 0.0 + 0.5) / 4)
     assert r.rows["uni"]["mIoU"] == pytest.approx((0.5 + 0.0 + 0.5) / 3)
@@ -115,7 +178,7 @@ def test_missing_image_and_false_positives(tmp_path: Path) -> None:
     gt = load_ground_truth(*write_gt(tmp_path))
     preds = [{"image_id": 2, "caption": "<p> plane-1 </p> [SEG] <p> plane-2 </p> [SEG] <p> plane-3 </p> [SEG]",
               "pred_masks": [rle(0, 5, 0, 5), rle(10, 20, 10, 20), rle(6, 9, 6, 9)], "scores": [0.9, 0.8, 0.95]}]
-    r = evaluate_gcg(gt, preds, matching="glamm")
+    r = evaluate_gcg(gt, preds, matching="glamm", meteor="python")
     assert r.info["missing"] == 1
     # phrases parsed from the markup; image 1's GT scores 0
     assert r.rows["overall"]["Recall"] == pytest.approx(2 / 4) and r.rows["overall"]["mIoU"] == pytest.approx(0.5)
@@ -147,6 +210,12 @@ def test_cli_eval(tmp_path: Path) -> None:
     metrics = json.loads(out.read_text())
     assert metrics["rows"]["overall"]["AP50"] == pytest.approx(1.0)
     assert metrics["rows"]["overall"]["Recall"] == 1.0 and metrics["info"]["similarity"] == "char-trigram"
+    # METEOR as coco-caption scores it (the jar) when Java is here, said so on screen and in the JSON
+    from geopixel.eval.meteor_jar import meteor_jar_available
+
+    expected = "METEOR 1.5 jar" if meteor_jar_available() else "reimplementation"
+    assert f"METEOR: {expected}" in res.output and metrics["info"]["meteor"].startswith(expected)
+    assert metrics["rows"]["overall"]["METEOR"] == pytest.approx(1.0)
 
 
 @pytest.fixture(scope="module")
