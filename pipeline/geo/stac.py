@@ -25,6 +25,7 @@ import json
 import re
 import shutil
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -129,8 +130,17 @@ def write_stac(
     """
     try:
         import pystac
-        from pystac.extensions.label import LabelClasses, LabelCount, LabelExtension, LabelOverview, LabelType
         from pystac.extensions.projection import ProjectionExtension
+
+        with warnings.catch_warnings():  # pystac marks the label extension "pilot"; it is what STAC has for labels
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from pystac.extensions.label import (
+                LabelClasses,
+                LabelCount,
+                LabelExtension,
+                LabelOverview,
+                LabelType,
+            )
     except ImportError as exc:
         raise GeoError("STAC needs pystac: pip install 'geopixeld[geo]'") from exc
     export, out = Path(export_dir), Path(out_dir)
