@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORE_STAMP := $(VENV)/.installed-core
 DEV_STAMP := $(VENV)/.installed-dev
-# Test extras: the SAM and trainer code paths are tested on CPU (torch 2.14.1 from the local wheel cache).
-TEST_EXTRAS ?= dev,sam,train
+# Test extras: the SAM and trainer code paths are tested on CPU (torch 2.14.1 from the local wheel cache);
+# geo: pystac and geopandas for the STAC and GeoParquet tests.
+TEST_EXTRAS ?= dev,sam,train,geo
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
