@@ -79,8 +79,12 @@ class LLMConfig(_Strict):
         return self
 
 
-class SamConfig(_Strict):
-    """SAM (segment-anything) image encoder (frozen) and mask decoder (trainable).
+class TrainerSamConfig(_Strict):
+    """SAM (segment-anything) image encoder (frozen) and mask decoder (trainable) of the trainer.
+
+    The architecture comes from the library's SAM specs (:data:`pipeline.sam.model.SAM_SPECS`,
+    :meth:`spec`), and the model from the library's builder, so prepare's masker and the trainer build
+    the same SAM.
 
     Attributes:
         preset: ``vit_h``, ``vit_l``, ``vit_b`` (SAM's encoder sizes) or ``None`` to use ``encoder``.
@@ -109,6 +113,32 @@ class SamConfig(_Strict):
     sdpa: bool = True
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+    def spec(self) -> Any:
+        """The library's :class:`pipeline.sam.model.SamSpec` for these settings (preset dimensions, then
+        ``encoder`` overrides, then the sizes given here)."""
+        from pipeline.sam.model import SAM_SPECS, SamSpec
+
+        enc = dict(self.encoder)
+        if self.preset:
+            base = SAM_SPECS[self.preset]
+            enc = {"embed_dim": base.encoder_embed_dim, "depth": base.encoder_depth,
+                   "num_heads": base.encoder_num_heads, "global_attn_indexes": base.encoder_global_attn_indexes,
+                   "window_size": base.window_size, **enc}
+        missing = {"embed_dim", "depth", "num_heads", "global_attn_indexes"} - set(enc)
+        if missing:
+            raise ValueError(f"sam: encoder settings missing {sorted(missing)} (or choose a preset)")
+        if self.img_size % self.patch_size:
+            raise ValueError(f"sam: img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        return SamSpec(
+            encoder_embed_dim=int(enc["embed_dim"]), encoder_depth=int(enc["depth"]),
+            encoder_num_heads=int(enc["num_heads"]),
+            encoder_global_attn_indexes=tuple(int(i) for i in enc["global_attn_indexes"]),
+            image_size=self.img_size, patch_size=self.patch_size, window_size=int(enc.get("window_size", 14)),
+            prompt_embed_dim=self.prompt_embed_dim, decoder_depth=self.decoder_depth,
+            decoder_mlp_dim=self.decoder_mlp_dim, decoder_num_heads=self.decoder_heads,
+            iou_head_hidden_dim=self.iou_head_hidden_dim,
+        )
 
 
 class LoraSettings(_Strict):
@@ -139,7 +169,7 @@ class GeoPixelConfig(_Strict):
 
     vision: VisionConfig
     llm: LLMConfig
-    sam: SamConfig = Field(default_factory=SamConfig)
+    sam: TrainerSamConfig = Field(default_factory=TrainerSamConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     loss: LossWeights = Field(default_factory=LossWeights)
     seg_mlp_hidden: int | None = None
@@ -147,4 +177,4 @@ class GeoPixelConfig(_Strict):
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
 
 
-__all__ = ["GeoPixelConfig", "LLMConfig", "LoraSettings", "LossWeights", "SamConfig", "VisionConfig"]
+__all__ = ["GeoPixelConfig", "LLMConfig", "LoraSettings", "LossWeights", "TrainerSamConfig", "VisionConfig"]

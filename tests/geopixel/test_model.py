@@ -127,3 +127,19 @@ def test_generate_returns_one_mask_per_seg(built: tuple[Any, Any, TrainConfig]) 
         model.train()
     assert res["token_ids"] == [model.seg_token_id] * 3
     assert res["masks"].shape == (3, 64, 64) and res["masks"].dtype == bool
+
+
+def test_trainer_sam_uses_the_library_specs_and_builder() -> None:
+    """One SAM: the trainer's settings resolve to the library's specs and builder (prepare's masker's)."""
+    from geopixel.model.config import TrainerSamConfig
+    from pipeline.sam.model import SAM_SPECS, SamSpec
+
+    for preset in ("vit_b", "vit_l", "vit_h"):
+        assert TrainerSamConfig(preset=preset).spec() == SAM_SPECS[preset]  # type: ignore[arg-type]
+    tiny = TrainerSamConfig(img_size=256, encoder={"embed_dim": 32, "depth": 2, "num_heads": 2,
+                                                   "global_attn_indexes": [1], "window_size": 4},
+                            prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2, iou_head_hidden_dim=32)
+    spec = tiny.spec()
+    assert isinstance(spec, SamSpec) and spec.embedding_size == 16 and spec.encoder_global_attn_indexes == (1,)
+    with pytest.raises(ValueError, match="encoder settings missing"):
+        TrainerSamConfig().spec()
