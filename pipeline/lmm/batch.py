@@ -10,7 +10,8 @@ request bodies (model profiles included). What differs:
    ``max_requests`` lines and ``max_file_bytes`` per file (OpenAI: 50,000 and 200 MB) — uploaded with purpose
    ``batch`` and submitted with ``completion_window`` ``24h``.
 2. **Remember.** Every batch id and the keys it holds are written to ``STATE/batches.json`` (temporary file,
-   then rename) right after it is created. A rerun — after Ctrl-C, a crash or ``max_wait_s`` — loads it and
+   then rename) right after it is created; its input file is kept as ``STATE/{batch id}.jsonl`` until the
+   batch is merged (failures are resubmitted from it). A rerun — after Ctrl-C, a crash or ``max_wait_s`` — loads it and
    resumes polling those batches instead of submitting the same requests again.
 3. **Poll** every ``poll_interval_s`` until each batch is terminal (``completed``, ``expired``, ``failed``,
    ``cancelled``) or ``max_wait_s`` passes (then the unanswered requests are reported as errors saying the
@@ -29,8 +30,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,10 @@ class _Outcome:
 class BatchRunner:
     """Answer requests through the Batch API (see the module doc).
 
+    Two ways to use it: ``describe_all_sync(requests)`` (like a live client), or streaming for a whole
+    dataset: :meth:`enqueue` requests as they are planned (input files are written to disk and submitted
+    as they fill, so memory does not grow with the dataset), then :meth:`wait`; answers land in the cache.
+
     Args:
         settings: endpoint, model, limits, cache folder (as for :class:`~pipeline.lmm.client.LMMClient`).
         state_dir: where batch ids and input files live (keep it with the run's outputs).
@@ -142,6 +147,8 @@ class BatchRunner:
         cache: ResponseCache | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if settings.cache_dir is None and cache is None:
+            raise ValueError("batch mode needs a response cache (settings.cache_dir): answers are kept there")
         self.settings = settings
         self.client = LMMClient(settings, cache=cache)  # keys, bodies, cache and prices, shared with live calls
         self.state_dir = Path(state_dir)
@@ -151,196 +158,234 @@ class BatchRunner:
         self.max_file_bytes = max_file_bytes
         self.sleep = sleep
         self.submitted = 0  # batches created by this runner (for reports and tests)
+        self.queued = 0  # requests written to input files by this runner
+        self.meta: dict[str, tuple[str, str]] = {}  # key -> (tier, prompt), for cache entries
+        self.outcomes: dict[str, _Outcome] = {}
+        self._tries: dict[str, int] = {}
+        self._state: BatchState | None = None
+        self._in_flight: set[str] = set()
+        self._api: openai.OpenAI | None = None
+        self._file: tuple[Any, Path, list[str]] | None = None  # handle, path, keys of the input being written
+        self._file_bytes = 0
+        self._round = 0
+
+    # -- plumbing -------------------------------------------------------------------------------------------
 
     @property
-    def cache(self) -> ResponseCache | None:
+    def cache(self) -> ResponseCache:
+        assert self.client.cache is not None
         return self.client.cache
+
+    @property
+    def state(self) -> BatchState:
+        if self._state is None:
+            self._state = BatchState.load(self.state_dir)
+            self._in_flight = {k for b in self._state.open_batches() for k in b.keys}
+            self._round = max((b.round for b in self._state.batches), default=-1) + 1
+        return self._state
+
+    @property
+    def api(self) -> openai.OpenAI:
+        if self._api is None:
+            self._api = openai.OpenAI(
+                api_key=self.settings.api_key() or NO_KEY,
+                base_url=self.settings.base_url,
+                timeout=self.settings.timeout_s,
+                max_retries=self.settings.max_retries,
+            )
+        return self._api
+
+    def close(self) -> None:
+        """Close the HTTP client (an input file still being written is submitted first)."""
+        self.flush()
+        if self._api is not None:
+            self._api.close()
+            self._api = None
 
     def key_for(self, request: LMMRequest) -> str:
         return self.client.key_for(request)
 
+    # -- streaming ------------------------------------------------------------------------------------------
+
+    def enqueue(self, request: LMMRequest, key: str | None = None) -> str:
+        """Queue one request unless it needs none; returns ``cached``, ``in_flight`` (in a submitted batch or
+        already queued) or ``queued``."""
+        key = key or self.client.key_for(request)
+        self.meta.setdefault(key, (request.tier, request.prompt))
+        if key in self._in_flight or (self._file is not None and key in self._file[2]):
+            return "in_flight"
+        if self.cache.get(key) is not None:
+            return "cached"
+        self.state  # noqa: B018 - loads the batches of earlier runs (their keys are in flight)
+        if key in self._in_flight:
+            return "in_flight"
+        self._write_line(key, self._line(key, self.client.body_for(request)))
+        self.queued += 1
+        return "queued"
+
+    @staticmethod
+    def _line(key: str, body: dict[str, Any]) -> bytes:
+        item = {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}
+        return (json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+    def _write_line(self, key: str, line: bytes) -> None:
+        if self._file is not None and (
+            len(self._file[2]) >= self.max_requests or self._file_bytes + len(line) > self.max_file_bytes
+        ):
+            self.flush()
+        if self._file is None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix="batch-input-", suffix=".jsonl", dir=self.state_dir)
+            self._file = (os.fdopen(fd, "wb"), Path(name), [])
+            self._file_bytes = 0
+        handle, _, keys = self._file
+        handle.write(line)
+        keys.append(key)
+        self._file_bytes += len(line)
+
+    def flush(self) -> None:
+        """Submit the input file being written, if any: upload, create the batch, record it at once."""
+        if self._file is None:
+            return
+        handle, path, keys = self._file
+        handle.close()
+        self._file = None
+        if not keys:
+            path.unlink(missing_ok=True)
+            return
+        with path.open("rb") as upload:
+            uploaded = self.api.files.create(file=(path.name, upload), purpose="batch")
+        batch = self.api.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"source": "geopixeld", "round": str(self._round)},
+        )
+        kept = path.with_name(f"{batch.id}.jsonl")
+        path.replace(kept)  # its lines are what a resubmission of failures sends again
+        self.state.batches.append(
+            BatchRecord(batch.id, uploaded.id, keys, self._round, batch.status, False, time.time())
+        )
+        self.state.save()
+        self._in_flight.update(keys)
+        self.submitted += 1
+        logger.info("lmm batch %s submitted: %d requests (round %d)", batch.id, len(keys), self._round)
+
+    def wait(self, progress: bool = True) -> dict[str, int]:
+        """Submit what is queued, then poll until every batch of the state folder has ended (or
+        ``max_wait_s``): merge answers into the cache, resubmit what failed or expired (up to
+        ``settings.max_retries`` times per request). Returns counts: answered, failed, running."""
+        self.flush()
+        started = time.monotonic()
+        total = len(self._in_flight)
+        bar = tqdm(total=total, desc="batch", unit="req", disable=not progress, leave=False)
+        try:
+            while self.state.open_batches():
+                ended = 0
+                for record in list(self.state.open_batches()):
+                    if self._check(record, bar):
+                        ended += 1
+                self.flush()  # resubmissions
+                if not self.state.open_batches():
+                    break
+                elapsed = time.monotonic() - started
+                if self.max_wait_s is not None and elapsed >= self.max_wait_s:
+                    for b in self.state.open_batches():
+                        for k in b.keys:
+                            self.outcomes[k] = _Outcome(False, None, (
+                                f"batch {b.id} still {b.status} after {self.max_wait_s:g} s: rerun to resume "
+                                "polling it (nothing is submitted twice)"), False)  # fmt: skip
+                    break
+                if not ended:
+                    remaining = None if self.max_wait_s is None else self.max_wait_s - elapsed
+                    self.sleep(self.poll_interval_s if remaining is None else min(self.poll_interval_s, remaining))
+        finally:
+            bar.close()
+        running = sum(len(b.keys) for b in self.state.open_batches())
+        return {
+            "answered": sum(o.ok for o in self.outcomes.values()),
+            "failed": sum(not o.ok for o in self.outcomes.values()) - running,
+            "running": running,
+        }
+
+    def _check(self, record: BatchRecord, bar: Any) -> bool:
+        """Retrieve one open batch; when it ended, merge it and queue its retryable failures. True if ended."""
+        input_path = self.state_dir / f"{record.id}.jsonl"
+        batch: Any = None
+        try:
+            batch = self.api.batches.retrieve(record.id)
+        except openai.NotFoundError:
+            logger.warning("lmm batch %s is unknown to the service: its requests are queued again", record.id)
+            merged = {k: _Outcome(False, None, f"batch {record.id} unknown to the service", True) for k in record.keys}
+        else:
+            record.status = batch.status
+            if batch.status not in TERMINAL:
+                return False
+            merged = self._collect(record, batch)
+        retry: set[str] = set()
+        for key, outcome in merged.items():
+            self.outcomes[key] = outcome
+            self._in_flight.discard(key)
+            if not outcome.ok and outcome.retryable and self._tries.get(key, 0) < self.settings.max_retries:
+                retry.add(key)
+        bar.update(sum(o.ok for o in merged.values()))
+        if retry:
+            self._round = max(self._round, record.round + 1)
+            if input_path.exists():
+                with input_path.open("rb") as lines:
+                    for line in lines:
+                        key = str(json.loads(line)["custom_id"])
+                        if key in retry:
+                            self._tries[key] = self._tries.get(key, 0) + 1
+                            self.outcomes.pop(key, None)
+                            self._write_line(key, line)
+            else:
+                logger.warning("lmm batch %s: input file gone; %d failures not resubmitted", record.id, len(retry))
+        record.collected = True
+        self.state.save()
+        input_path.unlink(missing_ok=True)
+        if batch is not None:
+            logger.info(
+                "lmm batch %s %s: %d answered, %d failed or unfinished (%d resubmitted)",
+                record.id, batch.status, sum(o.ok for o in merged.values()),
+                sum(not o.ok for o in merged.values()), len(retry),
+            )  # fmt: skip
+        return True
+
+    # -- one call for a list --------------------------------------------------------------------------------
+
     def describe_all_sync(self, requests: Sequence[LMMRequest], progress: bool = True) -> list[LMMResult]:
         """Answer every request (cache first, then batches); results in input order, errors included."""
         keys = [self.client.key_for(r) for r in requests]
-        first_of: dict[str, int] = {}
-        for i, key in enumerate(keys):
-            first_of.setdefault(key, i)
-        answers: dict[str, LMMResult] = {}
-        for key, i in first_of.items():
-            entry = self.cache.get(key) if self.cache is not None else None
-            if entry is not None:
-                answers[key] = self.client._from_cache(requests[i], entry)
-        pending = {key: requests[i] for key, i in first_of.items() if key not in answers}
-        if pending:
-            outcomes = self._run_batches(pending, progress)
-            for key, request in pending.items():
-                answers[key] = self._result(request, key, outcomes.get(key))
-        results = []
-        for i, (request, key) in enumerate(zip(requests, keys, strict=True)):
-            result = answers[key]
-            if first_of[key] != i or result.ref != request.ref:
-                from_cache = result.from_cache or first_of[key] != i
-                result = replace(result, ref=request.ref, tier=request.tier, from_cache=from_cache)
-            results.append(result)
-        if pending:
+        for request, key in zip(requests, keys, strict=True):
+            self.enqueue(request, key)
+        if self._file is not None or self._in_flight:
+            self.wait(progress)
+        results: list[LMMResult] = []
+        seen: set[str] = set()
+        for request, key in zip(requests, keys, strict=True):
+            entry = self.cache.get(key)
+            outcome = self.outcomes.get(key)
+            if outcome is not None and outcome.ok and key not in seen:
+                results.append(self._result(request, key, outcome))
+            elif entry is not None:
+                results.append(self.client._from_cache(request, entry))
+            else:
+                results.append(self._result(request, key, outcome))
+            seen.add(key)
+        if self.outcomes:
             logger.info("lmm batch: %s", self.client.totals(results).summary())
         return results
 
-    # -- the rounds ----------------------------------------------------------------------------------------
+    # -- merging --------------------------------------------------------------------------------------------
 
-    def _run_batches(self, pending: dict[str, LMMRequest], progress: bool) -> dict[str, _Outcome]:
-        """Submit, poll and merge until every pending key has an outcome or time runs out."""
-        state = BatchState.load(self.state_dir)
-        outcomes: dict[str, _Outcome] = {}
-        started = time.monotonic()
-        api = openai.OpenAI(
-            api_key=self.settings.api_key() or NO_KEY,
-            base_url=self.settings.base_url,
-            timeout=self.settings.timeout_s,
-            max_retries=self.settings.max_retries,
-        )
-        bar = tqdm(total=len(pending), desc="batch", unit="req", disable=not progress, leave=False)
-        try:
-            round_no = max((b.round for b in state.batches), default=-1) + 1
-            rounds_left = self.settings.max_retries + 1
-            while True:
-                in_flight = {k for b in state.open_batches() for k in b.keys}
-                fresh = [k for k in pending if k not in outcomes and k not in in_flight]
-                if fresh and rounds_left > 0:
-                    self._submit(api, state, [(k, pending[k]) for k in fresh], round_no)
-                    round_no += 1
-                    rounds_left -= 1
-                open_now = [b for b in state.open_batches() if any(k in pending for k in b.keys)]
-                if not open_now:
-                    break
-                self._poll(api, state, open_now, pending, outcomes, bar, started)
-                timed_out = self.max_wait_s is not None and time.monotonic() - started > self.max_wait_s
-                if timed_out:
-                    for b in state.open_batches():
-                        for k in b.keys:
-                            if k in pending and k not in outcomes:
-                                outcomes[k] = _Outcome(False, None, (
-                                    f"batch {b.id} still {b.status} after {self.max_wait_s:g} s: rerun to "
-                                    "resume polling it (nothing is submitted twice)"), False)  # fmt: skip
-                    break
-                # failures worth another round leave ``outcomes`` so the next loop resubmits them
-                retry = [k for k, o in outcomes.items() if not o.ok and o.retryable and k in pending]
-                if retry and rounds_left > 0:
-                    for k in retry:
-                        del outcomes[k]
-                elif not [k for k in pending if k not in outcomes]:
-                    break
-        finally:
-            bar.close()
-            api.close()
-        return outcomes
-
-    def _submit(
-        self, api: openai.OpenAI, state: BatchState, items: list[tuple[str, LMMRequest]], round_no: int
-    ) -> None:
-        """Write, upload and create batches for ``items``; each recorded in the state file at once."""
-        for chunk_keys, path in self._write_inputs(items):
-            try:
-                with path.open("rb") as handle:
-                    uploaded = api.files.create(file=(path.name, handle), purpose="batch")
-                batch = api.batches.create(
-                    input_file_id=uploaded.id,
-                    endpoint="/v1/chat/completions",
-                    completion_window="24h",
-                    metadata={"source": "geopixeld", "round": str(round_no)},
-                )
-            finally:
-                path.unlink(missing_ok=True)
-            state.batches.append(
-                BatchRecord(batch.id, uploaded.id, chunk_keys, round_no, batch.status, False, time.time())
-            )
-            state.save()
-            self.submitted += 1
-            logger.info("lmm batch %s submitted: %d requests (round %d)", batch.id, len(chunk_keys), round_no)
-
-    def _write_inputs(self, items: list[tuple[str, LMMRequest]]) -> Iterator[tuple[list[str], Path]]:
-        """JSONL input files of at most ``max_requests`` lines and ``max_file_bytes`` each."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        keys: list[str] = []
-        size = 0
-        handle = None
-        path: Path | None = None
-        for key, request in items:
-            line = (
-                json.dumps(
-                    {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": self.client.body_for(request)},
-                    separators=(",", ":"),
-                    ensure_ascii=False,
-                )
-                + "\n"
-            ).encode("utf-8")
-            if handle is not None and (len(keys) >= self.max_requests or size + len(line) > self.max_file_bytes):
-                handle.close()
-                assert path is not None
-                yield keys, path
-                keys, size, handle = [], 0, None
-            if handle is None:
-                fd, name = tempfile.mkstemp(prefix="batch-input-", suffix=".jsonl", dir=self.state_dir)
-                handle, path = os.fdopen(fd, "wb"), Path(name)
-            handle.write(line)
-            keys.append(key)
-            size += len(line)
-        if handle is not None:
-            handle.close()
-            assert path is not None
-            yield keys, path
-
-    def _poll(
-        self,
-        api: openai.OpenAI,
-        state: BatchState,
-        batches: list[BatchRecord],
-        pending: dict[str, LMMRequest],
-        outcomes: dict[str, _Outcome],
-        bar: Any,
-        started: float,
-    ) -> None:
-        """Check each open batch once; merge the ones that ended; sleep when none did."""
-        ended = 0
-        for record in batches:
-            try:
-                batch = api.batches.retrieve(record.id)
-            except openai.NotFoundError:
-                logger.warning("lmm batch %s is unknown to the service: its requests will be resubmitted", record.id)
-                record.status, record.collected = "missing", True
-                state.save()
-                ended += 1
-                continue
-            record.status = batch.status
-            if batch.status not in TERMINAL:
-                continue
-            merged = self._collect(api, record, batch, pending)
-            for key, outcome in merged.items():
-                if key in pending:
-                    outcomes[key] = outcome
-            bar.update(sum(1 for k, o in merged.items() if o.ok and k in pending))
-            record.collected = True
-            state.save()
-            ended += 1
-            logger.info(
-                "lmm batch %s %s: %d answered, %d failed or unfinished",
-                record.id, batch.status, sum(o.ok for o in merged.values()), sum(not o.ok for o in merged.values()),
-            )  # fmt: skip
-        if not ended:
-            state.save()
-            remaining = None if self.max_wait_s is None else self.max_wait_s - (time.monotonic() - started)
-            if remaining is None or remaining > 0:
-                self.sleep(self.poll_interval_s if remaining is None else min(self.poll_interval_s, remaining))
-
-    def _collect(
-        self, api: openai.OpenAI, record: BatchRecord, batch: Any, pending: dict[str, LMMRequest]
-    ) -> dict[str, _Outcome]:
+    def _collect(self, record: BatchRecord, batch: Any) -> dict[str, _Outcome]:
         """Outcomes of every key of an ended batch: its output and error lines, and the unfinished rest."""
         merged: dict[str, _Outcome] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            text = api.files.content(file_id).text
+            text = self.api.files.content(file_id).text
             for n, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
                     continue
@@ -350,7 +395,7 @@ class BatchRunner:
                 except (ValueError, KeyError, TypeError):
                     logger.warning("lmm batch %s: file %s line %d is not a batch result; skipped", record.id, file_id, n)
                     continue
-                merged[key] = self._line_outcome(item, pending.get(key))
+                merged[key] = self._line_outcome(item, key)
         missing = [k for k in record.keys if k not in merged]
         if batch.status == "failed":
             errors = getattr(getattr(batch, "errors", None), "data", None) or []
@@ -364,7 +409,7 @@ class BatchRunner:
                 )
         return merged
 
-    def _line_outcome(self, item: dict[str, Any], request: LMMRequest | None) -> _Outcome:
+    def _line_outcome(self, item: dict[str, Any], key: str) -> _Outcome:
         """One output/error line: an answer (stored in the cache) or a failure (retryable or not)."""
         response = item.get("response") or {}
         error = item.get("error")
@@ -377,19 +422,17 @@ class BatchRunner:
                 answer = parse_chat_response(raw or "", self.settings.model)
             except _BadResponse as exc:
                 return _Outcome(False, raw, str(exc), exc.retryable)
-            if self.cache is not None and request is not None:
-                try:
-                    self.cache.put(
-                        CacheEntry(
-                            key=str(item["custom_id"]), text=answer.text, model=answer.model, raw=raw,
-                            input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
-                            finish_reason=answer.finish_reason, tier=request.tier,
-                            prompt_version=self.settings.prompt_version, prompt=request.prompt,
-                            created_at=time.time(),
-                        )
-                    )  # fmt: skip
-                except OSError as exc:
-                    logger.warning("could not cache %s: %s", request.ref, exc)
+            tier, prompt = self.meta.get(key, ("", ""))
+            try:
+                self.cache.put(
+                    CacheEntry(
+                        key=key, text=answer.text, model=answer.model, raw=raw, input_tokens=answer.input_tokens,
+                        output_tokens=answer.output_tokens, finish_reason=answer.finish_reason, tier=tier,
+                        prompt_version=self.settings.prompt_version, prompt=prompt, created_at=time.time(),
+                    )
+                )  # fmt: skip
+            except OSError as exc:
+                logger.warning("could not cache %s: %s", key[:12], exc)
             return _Outcome(True, raw, None, False)
         if isinstance(status, int):
             message = ""

@@ -403,7 +403,7 @@ class Estimator:
         self.add(
             request.tier,
             request.prompt,
-            [image_size(request.image_png)],
+            [image_size(request.image_png)] if request.image_png else [],
             response_format=request.response_format,
             cached=cached,
         )

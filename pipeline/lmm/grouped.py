@@ -13,7 +13,8 @@ then sent once more without it).
 
 Every object's answer is checked as a single answer would be (a ``validator``, e.g. describe's answer
 checks); an object whose answer is missing, empty or invalid, and every object of a group call that failed,
-is asked again singly with its own ordinary request. Requests that cannot be grouped (other tiers, no
+is asked again singly with its own ordinary request (unless the group call is only pending, see
+:mod:`pipeline.lmm.deferred`). Requests that cannot be grouped (other tiers, no
 ``mark`` in the facts) are sent as they are.
 
 Which requests form a group: consecutive-or-not requests of an instance tier with the same image bytes (one
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from .types import LMMRequest, LMMResult
+from .types import LMMRequest, LMMResult, is_pending
 
 #: Tier of a grouped request (the offline describer answers it with JSON).
 GROUP_TIER = "instance_group"
@@ -253,6 +254,9 @@ def describe_grouped(
         answers = parse_group_answer(result.text or "") if result.ok else {}
         for i in group.members:
             member = requests[i]
+            if is_pending(result):  # not answered yet (dry run, batch filling): nothing to re-ask
+                results[i] = replace(result, ref=member.ref, tier=member.tier)
+                continue
             text = answers.get(int(member.facts["mark"]))
             if not text or not ok(member, text):
                 reask.append(i)

@@ -169,7 +169,25 @@ class LMMSettings(BaseModel):
         }
 
 
-__all__ = ["DEFAULT_BASE_URL", "OFFLINE_MODEL", "LMMRequest", "LMMResult", "LMMSettings", "Status"]
+#: Start of the error text of a result that is not answered yet (:mod:`pipeline.lmm.deferred`).
+PENDING = "pending: "
+
+
+def is_pending(result: LMMResult) -> bool:
+    """True for a result left unanswered on purpose (dry run, Batch API filling), not a failure."""
+    return not result.ok and (result.error or "").startswith(PENDING)
+
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "OFFLINE_MODEL",
+    "PENDING",
+    "LMMRequest",
+    "LMMResult",
+    "LMMSettings",
+    "Status",
+    "is_pending",
+]
 
 
 class EndpointConfig(BaseModel):

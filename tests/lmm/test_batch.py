@@ -132,3 +132,22 @@ def test_batch_answers_cost_half_and_grouping_works_through_batches(
     prices = PriceTable({call.model: ModelPrice(2.0, 8.0)})
     full = (call.input_tokens * 2.0 + call.output_tokens * 8.0) / 1e6
     assert RunTotals.from_results(run.calls, prices).cost_usd == pytest.approx(full / 2) and full > 0
+
+
+def test_streaming_enqueue_submits_as_files_fill_then_wait_fills_the_cache(
+    batch_server: BatchServer, make_settings: MakeSettings, make_requests: MakeRequests, tmp_path: Path
+) -> None:
+    settings = make_settings(batch_server.base_url)
+    run = runner(settings, tmp_path, max_requests=2)
+    requests = make_requests([f"r{i}" for i in range(5)])
+    assert [run.enqueue(r) for r in requests[:3]] == ["queued"] * 3
+    assert run.submitted == 1  # the first file filled up and went out; the third request waits in the next
+    assert run.enqueue(requests[0]) == "in_flight" and run.enqueue(requests[2]) == "in_flight"
+    for r in requests[3:]:
+        run.enqueue(r)
+    counts = run.wait(progress=False)
+    run.close()
+    assert counts == {"answered": 5, "failed": 0, "running": 0} and run.submitted == 3
+    client = LMMClient(settings)
+    assert all(r.from_cache and r.ok for r in client.describe_all_sync(requests, progress=False))
+    assert runner(settings, tmp_path).enqueue(requests[0]) == "cached"

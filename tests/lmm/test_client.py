@@ -66,6 +66,12 @@ def test_request_carries_image_prompt_params_and_facts(
     assert next(p for p in parts if p["type"] == "text")["text"] == "count them"
 
 
+def test_text_only_request_sends_no_image(fault_server: FaultServer, make_settings: MakeSettings) -> None:
+    (result,) = run(make_settings(fault_server.base_url), [LMMRequest("compose", "fuse these", b"", {"id": "c"})])
+    content = fault_server.log.seen[0].body["messages"][0]["content"]
+    assert result.ok and content == [{"type": "text", "text": "fuse these"}]
+
+
 def test_send_facts_false_keeps_facts_out_of_the_body(
     fault_server: FaultServer, make_settings: MakeSettings, make_requests: MakeRequests
 ) -> None:

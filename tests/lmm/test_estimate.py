@@ -106,6 +106,8 @@ def test_documented_text_estimate_and_schema_tokens(to_png: Callable[[np.ndarray
     est.add_request(LMMRequest("instance_group", "p", tile, response_format={"type": "json_object"}))
     assert est.estimate.total().text_tokens == 1 + MESSAGE_OVERHEAD_TOKENS + est.text_tokens('{"type":"json_object"}')
     assert est.estimate.total().cost_usd == 0 and "no price known for no-such-model" in est.estimate.text()
+    est.add_request(LMMRequest("compose", "abcd", b""))  # text only: no image tokens
+    assert est.estimate.tiers["compose"].image_tokens == 0 and est.estimate.tiers["compose"].text_tokens == 7
 
 
 def test_reasoning_model_estimate_says_output_covers_reasoning() -> None:
