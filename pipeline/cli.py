@@ -6,14 +6,68 @@ Run `geopixeld COMMAND --help` for each command's options.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from .config import PrepareConfig
 
-app = typer.Typer(no_args_is_help=True, help=__doc__, rich_markup_mode="markdown", pretty_exceptions_enable=False)
+#: Sub-commands of the other stages, imported only when invoked (``geopixeld --help`` and ``geopixeld
+#: prepare`` load none of them): name → (module, attribute, one-line help). The library never imports the
+#: review app or the flows itself; only this top-level command mounts them.
+LAZY_SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "lmm": ("pipeline.lmm.cli", "app", "The embedded offline describer (an OpenAI-compatible server)."),
+    "release": ("pipeline.release.cli", "app", "Versioned, immutable, checksummed releases: publish, list, show, pull."),
+    "review": ("annotations.cli", "app", "The annotator review app: serve, add-user, export-decisions, report."),
+    # The whole job as a Prefect flow (flows/ wires this library; the library itself never imports Prefect).
+    "build": ("flows.cli", "build", "Run the whole pipeline as the Prefect flow build-geopixeld."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: lazy sub-commands are listed from :data:`LAZY_SUBCOMMANDS` and imported only
+    when click resolves one to run it (or to show its own ``--help``)."""
+
+    _resolving = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_SUBCOMMANDS if n not in self.commands)]
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        self._resolving = True
+        try:
+            return super().resolve_command(ctx, args)
+        finally:
+            self._resolving = False
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in LAZY_SUBCOMMANDS or cmd_name in self.commands:
+            return super().get_command(ctx, cmd_name)
+        module, attr, help_text = LAZY_SUBCOMMANDS[cmd_name]
+        if not self._resolving:  # listed in a help page: name and help only, nothing imported
+            return click.Command(cmd_name, help=help_text, short_help=help_text)
+        target = getattr(importlib.import_module(module), attr)
+        if isinstance(target, typer.Typer):
+            command = typer.main.get_command(target)
+        else:
+            single = typer.Typer(rich_markup_mode="markdown")
+            single.command(name=cmd_name)(target)
+            command = typer.main.get_command(single)
+        command.name = cmd_name
+        if isinstance(target, typer.Typer):
+            command.help = command.help or help_text
+            command.short_help = help_text
+        self.add_command(command, cmd_name)
+        return command
+
+
+app = typer.Typer(
+    cls=LazyGroup, no_args_is_help=True, help=__doc__, rich_markup_mode="markdown", pretty_exceptions_enable=False
+)
 
 
 def _parse_categories(text: str) -> list[str]:
@@ -299,25 +353,6 @@ def formats() -> None:
 
     for name, adapter in ADAPTERS.items():
         typer.echo(f"{name:8s} {adapter.help}")
-
-
-def _mount_subcommands() -> None:
-    """Sub-apps of the other stages (LMM server, releases, review app)."""
-    from .lmm.cli import app as lmm_app
-    from .release.cli import app as release_app
-
-    app.add_typer(lmm_app, name="lmm", help="The embedded offline describer (an OpenAI-compatible server).")
-    app.add_typer(release_app, name="release", help="Versioned, immutable, checksummed releases: publish, list, show, pull.")
-    from annotations.cli import app as review_app
-
-    app.add_typer(review_app, name="review", help="The annotator review app: serve, add-user, export-decisions.")
-    # The whole job as a Prefect flow (flows/ wires this library; the library itself never imports Prefect).
-    from flows.cli import build
-
-    app.command(name="build")(build)
-
-
-_mount_subcommands()
 
 
 def main() -> None:
