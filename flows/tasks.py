@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import json
 import os
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ import pipeline
 from pipeline.config import PrepareConfig
 from pipeline.describe import DescribeConfig, describe_batch, merge_describe_parts, tile_batches
 from pipeline.errors import Skip
+from pipeline.flag_summary import summarize as summarize_flags
 from pipeline.ingest import ImageItem
 from pipeline.lmm.records import write_calls_parquet
 from pipeline.lmm.server import running_offline_server
@@ -338,29 +338,9 @@ def write_descriptions(
 
 @task(name="validate-samples", cache_policy=NO_CACHE)
 def validate_samples(data_dir: str) -> dict[str, Any]:
-    """Flags of ``samples.parquet`` by code and severity; fails if a prepared tile has no sample.
-
-    Flags are for review, never a reason to drop a sample or fail the run (see ``pipeline.validate``).
-    """
-    data = Path(data_dir)
-    tiles = set(pq.read_table(data / "tiles.parquet", columns=["tile_id"]).column("tile_id").to_pylist())
-    samples = pq.read_table(
-        data / "samples.parquet", columns=["tile_id", "flags", "max_severity"]
-    ).to_pylist()
-    missing = tiles - {s["tile_id"] for s in samples}
-    if missing:
-        raise ValueError(f"{len(missing)} prepared tiles have no sample, e.g. {sorted(missing)[:3]}")
-    by_code: Counter[str] = Counter()
-    severity: dict[str, str] = {}
-    for s in samples:
-        for f in s["flags"]:
-            by_code[f["code"]] += 1
-            severity[f["code"]] = f["severity"]
-    return {
-        "samples": len(samples),
-        "samples_by_severity": dict(Counter(s["max_severity"] for s in samples)),
-        "flags": [{"code": c, "severity": severity[c], "count": n} for c, n in by_code.most_common()],
-    }
+    """Flags of ``samples.parquet`` by code and severity; fails if a prepared tile has no sample
+    (:func:`pipeline.flag_summary.summarize`, what ``geopixeld validate`` runs)."""
+    return summarize_flags(data_dir)
 
 
 # -- export and publish -------------------------------------------------------------------------------

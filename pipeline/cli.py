@@ -300,6 +300,21 @@ def describe(
 
 
 @app.command()
+def validate(data: Annotated[Path, typer.Argument(help="A folder made by `geopixeld describe`.")]) -> None:
+    """Check that every prepared tile has a sample and count the flags by code and severity.
+
+    Flags are for review, never a reason to drop a sample; exits 1 when a tile has no sample.
+    """
+    from .flag_summary import summarize, summary_text
+
+    try:
+        typer.echo(summary_text(summarize(data)))
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def export(
     data: Annotated[Path, typer.Argument(help="A folder made by `geopixeld describe` (samples.parquet).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The EXPORT folder to write (replaced if it exists).")],
