@@ -292,6 +292,21 @@ def write_geo_layers(
     Raises:
         GeoError: missing tables or an invalid target CRS.
     """
+    import rasterio
+
+    with rasterio.Env():  # one GDAL environment for every polygonize call, not one per mask
+        return _write_layers(data_dir, out_dir, config, split_of, review, progress)
+
+
+def _write_layers(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    config: GeoConfig | None = None,
+    split_of: Mapping[str, str] | None = None,
+    review: Any = None,
+    progress: bool = False,
+) -> GeoSummary:
+    """The body of :func:`write_geo_layers`."""
     config = config or GeoConfig()
     data, root = Path(data_dir), Path(out_dir)
     tiles_path, inst_path, samples_path = (data / f"{n}.parquet" for n in ("tiles", "instances", "samples"))
