@@ -88,7 +88,7 @@ class ShardWriter:
         out: Path,
         target_bytes: int = 256 * 2**20,
         row_group_rows: int = 64,
-        row_group_bytes: int = 32 * 2**20,
+        row_group_bytes: int = 16 * 2**20,
     ) -> None:
         self.split, self.out = split, out
         self.target_bytes = max(1, target_bytes)
@@ -121,7 +121,11 @@ class ShardWriter:
             path = self.out / f"{self.split}-{len(self._partials):05d}.parquet.partial"
             self._partials.append(path)
             with writing(path):
-                self._writer = pq.ParquetWriter(path, self.schema)
+                # PNG bytes are compressed already: no dictionary and no codec for them (less memory and time)
+                self._writer = pq.ParquetWriter(
+                    path, self.schema, use_dictionary=[n for n in self.schema.names if n != "image"],
+                    compression={n: "none" if n == "image" else "snappy" for n in self.schema.names},
+                )
         path = self._partials[-1]
         with writing(path):
             table = pa.Table.from_pylist(self._buffer, schema=self.schema)
