@@ -11,7 +11,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint bench bench-gpu serve down clean
+.PHONY: setup demo test lint bench bench-gpu bench-scale serve down clean
 
 $(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) -m pipeline.bench
+
+# The whole build (prepare → describe → validate → export → publish → pull, review app start) at N and 8N
+# synthetic iSAID images, per stage wall s / peak RSS / tiles/s and growth ratios; threads vs Dask check.
+SCALE_N ?= 4
+bench-scale: $(DEV_STAMP)
+	$(PY) -m pipeline.scale.bench --images $(SCALE_N)
 
 # The CUDA benchmarks alone (SAM: ours vs SamPredictor; GeoPixel training step), for a GPU machine.
 bench-gpu: $(DEV_STAMP)
