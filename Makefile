@@ -10,6 +10,8 @@ TEST_EXTRAS ?= dev,sam,train,geo
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
+# The ephemeral Prefect API server gets 20 s to start by default; a busy 2-core machine needs more.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: setup demo test lint bench bench-gpu bench-scale serve down clean
 
