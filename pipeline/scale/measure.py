@@ -43,7 +43,8 @@ class Measured:
         return self
 
 
-def _tree_rss(pid: int) -> int:
+def tree_rss(pid: int) -> int:
+    """Sum of RSS (bytes) over process ``pid`` and all its descendants; 0 when it is gone."""
     import psutil
 
     try:
@@ -89,7 +90,7 @@ def run_measured(
         def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, _tree_rss(proc.pid))
+                peak = max(peak, tree_rss(proc.pid))
                 done.wait(interval)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -100,7 +101,7 @@ def run_measured(
             if pid:
                 break
             if deadline is not None and time.perf_counter() > deadline:
-                _kill_tree(proc.pid)
+                kill_tree(proc.pid)
                 os.wait4(proc.pid, 0)
                 proc.returncode = -9
                 done.set()
@@ -116,7 +117,8 @@ def run_measured(
         return Measured(seconds, max(peak, maxrss), proc.returncode, out.read(), err.read())
 
 
-def _kill_tree(pid: int) -> None:
+def kill_tree(pid: int) -> None:
+    """Kill process ``pid`` and all its descendants (by PID)."""
     import psutil
 
     try:
