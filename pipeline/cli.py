@@ -14,8 +14,6 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from .config import PrepareConfig
-
 #: Sub-commands of the other stages, imported only when invoked (``geopixeld --help`` and ``geopixeld
 #: prepare`` load none of them): name → (module, attribute, one-line help). The library never imports the
 #: review app or the flows itself; only this top-level command mounts them.
@@ -159,7 +157,11 @@ def prepare(
     name_api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the naming endpoint's API key.")
     ] = "OPENAI_API_KEY",
-    workers: Annotated[int, typer.Option(help="Images prepared in parallel (processes; use 1 with SAM on a GPU).")] = 1,
+    workers: Annotated[
+        str,
+        typer.Option(help="Images prepared in parallel, in processes: auto (one per CPU core, at most one per "
+                     "image; 1 with SAM) or a number. Each process also encodes PNGs on its share of the cores."),
+    ] = "auto",
     resume: Annotated[bool, typer.Option(help="Reuse images already prepared with the same inputs and settings.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -199,6 +201,10 @@ def prepare(
             kwargs["sam"] = SamConfig(
                 checkpoint=sam_checkpoint, model_type=sam_model, device=device, batch_size=sam_batch_size, naming=naming
             )
+        from .config import PrepareConfig
+        from .prepare import resolve_workers
+
+        resolve_workers(workers, 1, PrepareConfig())  # a bad --workers fails here, as a usage error
         config = PrepareConfig(
             format=format,
             tile_size=tile_size,

@@ -7,10 +7,18 @@ assigns deterministic splits by source image and writes::
 
     EXPORT/README.md                           dataset card (HF `configs:` YAML)
     EXPORT/data/{split}-{i:05d}-of-{n:05d}.parquet
-    EXPORT/coco/instances_{split}.json, captions_{split}.json
-    EXPORT/geopixel/GeoPixelD_{split}.json, geopixel/{split}/{tile_id}.json|.png
+    EXPORT/images/{split}/{tile_id}.png        tile images, written once (COCO/GLaMM file_name root)
+    EXPORT/coco/instances_{split}.json, captions_{split}.json          per-class COCO (+ phrase fields)
+    EXPORT/coco/{split}_gcg_coco_mask_gt.json, {split}_gcg_coco_caption_gt.json   GLaMM's GCG GT form
+    EXPORT/geopixel/data.txt                   GeoPixel's training list (the train split)
+    EXPORT/geopixel/{prefix}/GeoPixelD_{split}.json, {prefix}/{split}/{tile_id}.json|.png
+                                               GeoPixel's layout; prefix data/GeoPixelD by default
     EXPORT/glamm/gcg_{split}.json
     EXPORT/export.json                         metadata the release step reads
+
+``max_severity`` / ``exclude_flags`` leave flagged samples out of every format (counted by reason); captions
+never start with a quote mark (:func:`~pipeline.export.filters.unquote`); ``source_image`` is relative to the
+folder the sources share.
 
 Everything streams: samples are read a few rows at a time and each format is written as rows arrive
 (Parquet row group by row group, the JSON files as streamed arrays), so memory stays flat as the
@@ -34,7 +42,17 @@ import pyarrow.parquet as pq
 
 from .atomic import ExportWriteError, MissingTileError, staged_folder, writing
 from .decisions import DecisionsError, ReviewDecisions, open_decisions
-from .formats import CocoWriter, GeoPixelWriter, GlammWriter, PolygonStats
+from .filters import SampleFilter, parse_codes, relative_source, source_root, unquote
+from .formats import (
+    GEOPIXEL_PREFIX,
+    CocoWriter,
+    GeoPixelWriter,
+    GlammGroundTruthWriter,
+    GlammWriter,
+    ImageWriter,
+    PolygonStats,
+    geopixel_data_txt,
+)
 from .hf import ShardWriter, dataset_card
 from .splits import DEFAULT_SPLITS, assign_splits, read_split_file
 
@@ -62,6 +80,14 @@ class ExportSummary:
         if self.polygon_iou_min is not None:
             lines.append(f"  GeoPixel polygons: min IoU with masks {self.polygon_iou_min:.4f}, "
                          f"{self.polygon_iou_below_098} masks below 0.98 (holes cannot be expressed)")
+        if self.extra.get("filtered"):
+            lines.append("  left out by --max-severity/--exclude-flags: "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(self.extra["filtered"].items())))
+        if self.extra.get("geopixel_left_out"):
+            lines.append("  left out of the GeoPixel format: "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(self.extra["geopixel_left_out"].items())))
+        if self.extra.get("captions_unquoted"):
+            lines.append(f"  captions whose opening quote mark was removed: {self.extra['captions_unquoted']}")
         if self.extra.get("geo_text"):
             lines.append(self.extra["geo_text"])
         return "\n".join(lines)
@@ -146,15 +172,21 @@ def _read_png(data: Path, sample: dict[str, Any]) -> bytes:
 class _SplitWriters:
     """The writers of one split, opened on its first row."""
 
-    def __init__(self, split: str, out: Path, formats: Sequence[str], shard_bytes: int, group_bytes: int) -> None:
+    def __init__(self, split: str, out: Path, formats: Sequence[str], shard_bytes: int, group_bytes: int,
+                 geopixel_prefix: str = GEOPIXEL_PREFIX) -> None:
         self.writers: list[Any] = []
         self.geopixel: GeoPixelWriter | None = None
+        # tile images once, for every format that refers to image files (Parquet embeds them)
+        self.images = ImageWriter(split, out / "images") if {"coco", "geopixel", "glamm"} & set(formats) else None
+        if self.images is not None:
+            self.writers.append(self.images)
         if "gcg-parquet" in formats:
             self.writers.append(ShardWriter(split, out / "data", shard_bytes, row_group_bytes=group_bytes))
         if "coco" in formats:
             self.writers.append(CocoWriter(split, out / "coco"))
+            self.writers.append(GlammGroundTruthWriter(split, out / "coco"))
         if "geopixel" in formats:
-            self.geopixel = GeoPixelWriter(split, out / "geopixel")
+            self.geopixel = GeoPixelWriter(split, out / "geopixel", geopixel_prefix, self.images)
             self.writers.append(self.geopixel)
         if "glamm" in formats:
             self.writers.append(GlammWriter(split, out / "glamm"))
@@ -168,7 +200,7 @@ class _SplitWriters:
     def close(self) -> int:
         """Finish every file; returns the number of files written."""
         files = sum(len(w.close()) for w in self.writers)
-        return files + (self.geopixel.files if self.geopixel else 0)
+        return files + (self.geopixel.files if self.geopixel else 0) + (self.images.files if self.images else 0)
 
     def abort(self) -> None:
         for w in self.writers:
@@ -176,11 +208,30 @@ class _SplitWriters:
                 w.abort()
 
 
+class _Filtered:
+    """Review decisions as the geo layers see them: samples the export's filters left out count as rejected."""
+
+    def __init__(self, review: ReviewDecisions, excluded: set[str]) -> None:
+        self.review, self.excluded = review, excluded
+
+    def get(self, tile_id: str) -> Any:
+        return {"review_status": "rejected"} if tile_id in self.excluded else self.review.get(tile_id)
+
+    def fixed(self, tile_id: str) -> dict[str, Any] | None:
+        return self.review.fixed(tile_id)
+
+
 def _export_rows(
     data: Path, tiles: dict[str, _Tile], split_of: dict[str, str], review: ReviewDecisions,
-    counts: Counter[str],
+    counts: Counter[str], keep: SampleFilter | None = None, dropped: Counter[str] | None = None,
+    excluded: set[str] | None = None, notes: Counter[str] | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(split, row)`` per kept sample, read from samples.parquet a batch at a time."""
+    """``(split, row)`` per kept sample, read from samples.parquet a batch at a time.
+
+    ``keep`` leaves samples out by their flags (reasons counted in ``dropped``, tile ids added to
+    ``excluded``); ``notes`` counts captions whose opening quote mark was removed (``unquoted``).
+    """
+    root = source_root(t.source_path for t in tiles.values())
     path = data / "samples.parquet"
     handle = pq.ParquetFile(path)
     missing = [c for c in SAMPLE_COLUMNS if c not in handle.schema_arrow.names]
@@ -199,6 +250,15 @@ def _export_rows(
                 continue
             if status == "fixed":
                 s.update(review.fixed(s["tile_id"]) or {})
+            why = keep.reason(s) if keep is not None and keep.active else None
+            if why is not None:
+                if dropped is not None:
+                    dropped[why] += 1
+                if excluded is not None:
+                    excluded.add(s["tile_id"])
+                continue
+            if unquote(s) and notes is not None:
+                notes["unquoted"] += 1
             split = split_of[t.image_id]
             yield split, {
                 "id": s["tile_id"],
@@ -214,7 +274,7 @@ def _export_rows(
                 "crs": t.crs,
                 "transform": t.transform,
                 "gsd": t.gsd,
-                "source_image": t.source_path,
+                "source_image": relative_source(t.source_path, root),
                 "image_id": t.image_id,
                 "split": split,
                 "review_status": status,
@@ -225,6 +285,20 @@ def _export_rows(
                 "lmm_model": s["lmm_model"],
                 "prompt_version": s["prompt_version"],
             }
+
+
+def _write_geopixel_list(stage: Path, writers: dict[str, _SplitWriters], split_names: Sequence[str]) -> None:
+    """``geopixel/data.txt``: GeoPixel's list of training JSON files, naming the train split (else the first
+    split written) with its exact sample count."""
+    gp = [(s, writers[s].geopixel) for s in [*split_names, *sorted(set(writers) - set(split_names))] if s in writers]
+    gp = [(s, g) for s, g in gp if g is not None and g.index.count]
+    if not gp:
+        return
+    _, chosen = next(((s, g) for s, g in gp if s == "train"), gp[0])
+    assert chosen is not None
+    path = stage / "geopixel" / "data.txt"
+    with writing(path):
+        path.write_text(geopixel_data_txt(chosen.index_path, chosen.index.count))
 
 
 def export(
@@ -242,8 +316,11 @@ def export(
     name: str | None = None,
     overwrite: bool = True,
     db_url: str | None = None,
-    row_group_mb: float = 32.0,
+    row_group_mb: float = 16.0,
     geo_crs: str | None = None,
+    max_severity: str | None = None,
+    exclude_flags: str | Sequence[str] | None = None,
+    geopixel_prefix: str = GEOPIXEL_PREFIX,
 ) -> ExportSummary:
     """Write the export folder (see the module docstring); returns what was written.
 
@@ -259,6 +336,11 @@ def export(
         shard_mb: target Parquet shard size in MB.
         row_group_mb: a Parquet row group is written when its rows reach this many MB (or 64 rows); with
             three splits, peak memory is about three row groups.
+        max_severity: leave out samples with a flag more severe than this (``info``, ``warning``, ``error``),
+            from every format; ``None`` keeps all.
+        exclude_flags: leave out samples carrying any of these flag codes (``"sam_empty,refusal"`` or a list).
+        geopixel_prefix: format ``geopixel``: the folder GeoPixel's paths start with, relative to the
+            GeoPixel repository root (default ``data/GeoPixelD``, GeoPixel's documented place).
 
     Raises:
         ValueError: unknown format, bad split settings, inconsistent inputs, unreadable decisions.
@@ -279,6 +361,11 @@ def export(
     split_of = assign_splits({k: {"crs": m.crs, "center": m.center} for k, m in images.items()},
                              ratios, split_names, seed, split_by, block_size, explicit)
     review = open_decisions(data, decisions, db_url)
+    keep = SampleFilter(max_severity, parse_codes(exclude_flags))
+    dropped: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
+    excluded: set[str] = set()
+    skipped_geopixel: Counter[str] = Counter()
     review_counts: Counter[str] = Counter()
     crs: set[str] = set()
     gsd: set[float] = set()
@@ -291,11 +378,12 @@ def export(
     with staged_folder(out, overwrite) as stage:
         writers: dict[str, _SplitWriters] = {}
         try:
-            for split, row in _export_rows(data, tiles, split_of, review, review_counts):
+            for split, row in _export_rows(data, tiles, split_of, review, review_counts, keep, dropped, excluded,
+                                           notes):
                 w = writers.get(split)
                 if w is None:
                     w = writers[split] = _SplitWriters(
-                        split, stage, formats, int(shard_mb * 2**20), int(row_group_mb * 2**20))
+                        split, stage, formats, int(shard_mb * 2**20), int(row_group_mb * 2**20), geopixel_prefix)
                 w.add(row)
                 crs.update([row["crs"]] if row["crs"] else [])
                 gsd.update([round(row["gsd"], 6)] if row["gsd"] else [])
@@ -308,11 +396,14 @@ def export(
                     geopixel = writers[split].geopixel
                     if geopixel is not None:
                         polygon.merge(geopixel.stats)
+                        skipped_geopixel.update(geopixel.skipped)
+            _write_geopixel_list(stage, writers, split_names)
             if "geo" in formats:  # GeoParquet layers, streamed image by image (pipeline.geo)
                 from ..geo import GeoConfig, write_geo_layers
                 from ..geo.frames import copy_call_log
 
-                geo = write_geo_layers(data, stage, GeoConfig(target_crs=geo_crs), split_of, review)
+                geo_review = _Filtered(review, excluded) if excluded else review
+                geo = write_geo_layers(data, stage, GeoConfig(target_crs=geo_crs), split_of, geo_review)
                 files += len(geo.files) + copy_call_log(data, stage)  # + tables/lmm_calls.parquet for analysis
                 extra = {"geo": geo.to_dict(), "geo_text": geo.text()}
         except BaseException:
@@ -331,6 +422,11 @@ def export(
             "lmm_models": sorted(models),
             "prompt_versions": sorted(prompts),
             "source": str(data),
+            "filters": {"max_severity": max_severity, "exclude_flags": sorted(keep.exclude_flags),
+                        "left_out": dict(dropped)},
+            "captions_unquoted": notes.get("unquoted", 0),
+            **({"geopixel": {"prefix": geopixel_prefix, "left_out": dict(skipped_geopixel)}}
+               if "geopixel" in formats else {}),
             **({"geo": extra["geo"]} if "geo" in extra else {}),
         }
         if "gcg-parquet" in formats:
@@ -339,6 +435,8 @@ def export(
         with writing(stage / "export.json"):
             (stage / "export.json").write_text(json.dumps(info, indent=1))
     rejected = review_counts.get("rejected", 0)
+    extra = {**extra, "filtered": dict(dropped), "captions_unquoted": notes.get("unquoted", 0),
+             "geopixel_left_out": dict(skipped_geopixel)}
     return ExportSummary(
         out_dir=str(out), splits=splits, formats=list(formats), files=files + 2, rejected=rejected,
         review=dict(review_counts), polygon_iou_min=polygon.iou_min,

@@ -1,4 +1,5 @@
-"""Writers of the non-Parquet formats: COCO, GeoPixel's training format and GLaMM's GCG format.
+"""Writers of the non-Parquet formats: COCO, GeoPixel's training format, GLaMM's GCG format and its
+evaluation ground truth, and the shared tile images.
 
 Each writer takes rows one at a time (``add``) and streams them to disk, so memory does not grow with
 the number of samples; ``close`` finishes the files (temporary names renamed), ``abort`` removes them.
@@ -176,41 +177,127 @@ def question_for(tile_id: str) -> str:
     return GCG_QUESTIONS[int.from_bytes(tile_id.encode()[-2:], "big") % len(GCG_QUESTIONS)]
 
 
-class GeoPixelWriter:
-    """``GeoPixelD_{split}.json`` plus ``{split}/{tile_id}.json`` and ``.png``, one tile at a time."""
+#: Where GeoPixel's docs put GeoPixelD, relative to its repository root (its loader resolves paths there).
+GEOPIXEL_PREFIX = "data/GeoPixelD"
+
+
+def _safe_prefix(prefix: str) -> str:
+    """A relative folder path with ``/`` separators (GeoPixel's ``image`` / ``polygons`` paths start with it)."""
+    parts = [p for p in prefix.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or prefix.startswith("/"):
+        raise ValueError(f"GeoPixel prefix {prefix!r}: give a relative folder such as {GEOPIXEL_PREFIX}")
+    return "/".join(parts)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (the bytes stay on disk once), a copy where links are not possible."""
+    import os
+    import shutil
+
+    with writing(dst):
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+
+
+class ImageWriter:
+    """``images/{split}/{tile_id}.png``: each tile image written once, for every format that needs files
+    (COCO's ``file_name`` and GLaMM's ``file_name`` are relative to this folder; GeoPixel links to it)."""
 
     def __init__(self, split: str, out: Path) -> None:
-        self.split, self.out = split, out
         self.folder = out / split
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.index = JsonArray(out / f"GeoPixelD_{split}.json.partial", indent=1)
+        self.files = 0
+
+    def add(self, r: dict[str, Any]) -> Path:
+        path = self.folder / f"{r['tile_id']}.png"
+        with writing(path):
+            path.write_bytes(r["image"]["bytes"])
+        self.files += 1
+        return path
+
+    def close(self) -> list[Path]:
+        return []
+
+    def abort(self) -> None:
+        pass
+
+
+def count_seg(text: str) -> int:
+    """``[SEG]`` tokens in a text, as GeoPixel's loader counts them."""
+    return text.count("[SEG]")
+
+
+class GeoPixelWriter:
+    """GeoPixel's documented layout, streamed one tile at a time, under ``out``::
+
+        {prefix}/GeoPixelD_{split}.json          the conversation list (GeoPixel's GeoPixelD.json)
+        {prefix}/{split}/{tile_id}.json|.png      per-tile polygons and image
+
+    ``image`` and ``polygons`` paths start with ``prefix`` (default ``data/GeoPixelD``), as in GeoPixel's own
+    sample: its loader opens them from the directory it runs in, the GeoPixel repository root, so copying
+    ``out``'s contents into a GeoPixel checkout is all it takes. GeoPixel's rules are kept: one polygon list
+    per ``[SEG]`` (its loader asserts the counts match) and at least one ``[SEG]`` per sample (its training
+    step fails without one): samples without are left out and counted in :attr:`skipped`.
+
+    Args:
+        images: the shared :class:`ImageWriter` of the split, which has written the tile's PNG already: it is
+            linked from there. Without, the PNG is written here.
+    """
+
+    def __init__(self, split: str, out: Path, prefix: str = GEOPIXEL_PREFIX, images: ImageWriter | None = None) -> None:
+        self.split, self.out, self.prefix = split, out, _safe_prefix(prefix)
+        self.root = out / self.prefix
+        self.folder = self.root / split
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.images = images
+        self.index = JsonArray(self.root / f"GeoPixelD_{split}.json.partial", indent=1)
         self.stats = PolygonStats()
         self.files = 0
+        self.skipped: dict[str, int] = {}
+
+    @property
+    def index_path(self) -> str:
+        """The conversation list's path as GeoPixel's ``data.txt`` names it."""
+        return f"{self.prefix}/GeoPixelD_{self.split}.json"
 
     def add(self, r: dict[str, Any]) -> None:
         tile_id = r["tile_id"]
+        n_seg = count_seg(r["gcg_caption"])
+        if n_seg == 0:
+            self.skipped["no [SEG]"] = self.skipped.get("no [SEG]", 0) + 1
+            return
+        if n_seg != len(r["masks"]):
+            self.skipped["[SEG] count differs from masks"] = self.skipped.get("[SEG] count differs from masks", 0) + 1
+            return
         polygons = []
         for m in r["masks"]:
             polys, score = polygons_and_iou(decode(m))
             polygons.append(polys)
             self.stats.add(score)
         png, per_tile = self.folder / f"{tile_id}.png", self.folder / f"{tile_id}.json"
-        with writing(png):
-            png.write_bytes(r["image"]["bytes"])
+        if self.images is not None:  # written there first by the export (once for every format)
+            link_or_copy(self.images.folder / f"{tile_id}.png", png)
+        else:
+            with writing(png):
+                png.write_bytes(r["image"]["bytes"])
+        rel = f"{self.prefix}/{self.split}/{tile_id}"
         with writing(per_tile):
-            per_tile.write_text(json.dumps({"id": tile_id, "img": f"{tile_id}.png",
+            per_tile.write_text(json.dumps({"id": self.index.count, "img": f"{rel}.png",
                                             "gcg_description": r["gcg_caption"], "polygons": polygons}))
         self.index.add({
             "id": self.index.count,
             "conversations": [{"from": "human", "value": question_for(tile_id)},
                               {"from": "bot", "value": r["gcg_caption"]}],
-            "image": f"{self.split}/{tile_id}.png",
-            "polygons": f"{self.split}/{tile_id}.json",
+            "image": f"{rel}.png",
+            "polygons": f"{rel}.json",
         })
         self.files += 2
 
     def close(self) -> list[Path]:
-        final = self.out / f"GeoPixelD_{self.split}.json"
+        final = self.root / f"GeoPixelD_{self.split}.json"
         self.index.close().replace(final)
         return [final]
 
@@ -218,9 +305,18 @@ class GeoPixelWriter:
         self.index.abort()
 
 
-def write_geopixel(rows: Iterable[dict[str, Any]], split: str, out: Path) -> tuple[list[Path], PolygonStats]:
+def geopixel_data_txt(index_path: str, samples: int) -> str:
+    """A line of GeoPixel's ``data.txt`` (``<json path> <k>``): its train scripts pass ``--given_num True``,
+    which samples ``int(float(k) * 1000)`` conversations, so ``k`` is chosen to give exactly ``samples``."""
+    k = (samples + 0.5) / 1000
+    assert int(float(f"{k!r}") * 1000) == samples
+    return f"{index_path} {k!r}\n"
+
+
+def write_geopixel(rows: Iterable[dict[str, Any]], split: str, out: Path,
+                   prefix: str = GEOPIXEL_PREFIX) -> tuple[list[Path], PolygonStats]:
     """The GeoPixel files of ``rows``; returns the index file and the polygon IoU statistics."""
-    writer = GeoPixelWriter(split, out)
+    writer = GeoPixelWriter(split, out, prefix)
     for r in rows:
         writer.add(r)
     return writer.close(), writer.stats
@@ -259,6 +355,54 @@ class GlammWriter:
 
     def abort(self) -> None:
         self.array.abort()
+
+
+class GlammGroundTruthWriter:
+    """GCG evaluation ground truth in GLaMM's own form, streamed, beside the per-class COCO files:
+    ``{split}_gcg_coco_mask_gt.json`` (COCO instances: one RLE annotation per ``[SEG]`` in ``[SEG]`` order,
+    ``category_id`` 1 only — GLaMM's evaluator scores category 1) and ``{split}_gcg_coco_caption_gt.json``
+    (``caption`` plus ``labels``, the phrases in the order of the image's annotations). Image ids are the
+    tile ids, i.e. the image file stems, which is how GLaMM names its prediction files (``{stem}.json``) and
+    looks them up (``{gt id}.json``)."""
+
+    def __init__(self, split: str, out: Path) -> None:
+        self.split, self.out = split, out
+        out.mkdir(parents=True, exist_ok=True)
+        self.images = JsonArray(out / f".glamm_images_{split}.part")
+        self.anns = JsonArray(out / f".glamm_masks_{split}.part")
+        self.caps = JsonArray(out / f".glamm_captions_{split}.part")
+
+    def add(self, r: dict[str, Any]) -> None:
+        stem = r["tile_id"]
+        self.images.add({"id": stem, "file_name": f"{stem}.png", "width": r["width"], "height": r["height"]})
+        for m in r["masks"]:
+            self.anns.add({"id": self.anns.count + 1, "image_id": stem, "category_id": 1, "segmentation": dict(m),
+                           "area": float(area(m)), "bbox": _bbox(m), "iscrowd": 0})
+        self.caps.add({"id": self.caps.count + 1, "image_id": stem, "caption": r["caption"],
+                       "labels": [p["text"] for p in r["phrases"]]})
+
+    def close(self) -> list[Path]:
+        parts = [a.close() for a in (self.images, self.anns, self.caps)]
+        info = json.dumps({"description": f"geopixeld {self.split}, GLaMM GCG ground truth", "version": "1"})
+        cats = json.dumps([{"id": 1, "name": "object", "supercategory": "object"}])
+        p1 = self.out / f"{self.split}_gcg_coco_mask_gt.json"
+        p2 = self.out / f"{self.split}_gcg_coco_caption_gt.json"
+        for path, body, tail in ((p1, parts[1], f', "categories": {cats}}}'), (p2, parts[2], "}")):
+            tmp = path.with_name(path.name + ".partial")
+            with writing(tmp), tmp.open("w", encoding="utf-8") as fh:
+                fh.write(f'{{"info": {info}, "images": [')
+                _copy_array_body(parts[0], fh)
+                fh.write('], "annotations": [')
+                _copy_array_body(body, fh)
+                fh.write("]" + tail)
+            tmp.replace(path)
+        for part in parts:
+            part.unlink(missing_ok=True)
+        return [p1, p2]
+
+    def abort(self) -> None:
+        for a in (self.images, self.anns, self.caps):
+            a.abort()
 
 
 def write_glamm(rows: Iterable[dict[str, Any]], split: str, out: Path) -> list[Path]:

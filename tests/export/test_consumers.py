@@ -1,0 +1,378 @@
+"""Each consumer's own parsing rules, reproduced with our code, run on our exports as their users run them.
+
+* GeoPixel (its ``train.py`` + ``data_mix.py``): run from the GeoPixel repository root with ``data.txt``
+  (``<json> <k>``, ``--given_num True`` → ``int(float(k) * 1000)`` samples); ``image`` / ``polygons`` paths
+  resolved from the working directory; the ``polygons`` key; each ``[SEG]`` filled from its polygon list with
+  ``cv2.fillPoly``; ``len(masks) == count("[SEG]")`` asserted; a sample needs at least one ``[SEG]``.
+* GLaMM's GCG training loader (``GranDf_gcg_ds.py``): ``caption.strip('"').strip()``, ``token_positives``
+  spans into it, ``<p> … </p> [SEG]`` inserted from the last span backwards, masks sorted by span start,
+  images at ``image_folder/file_name``.
+* GLaMM's GCG evaluator (``eval/gcg/evaluate.py``): ``{split}_gcg_coco_mask_gt.json`` /
+  ``{split}_gcg_coco_caption_gt.json``, prediction files ``{gt id}.json`` (its ``infer.py`` names them by
+  image file stem), ``COCOeval`` with ``catIds = [1]``, Recall pairing ``labels[k]`` with the image's k-th
+  annotation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline.export import export
+from pipeline.gcg import parse
+from pipeline.rle import decode
+
+QUOTED, NO_SEG, ERROR_FLAG, WARNING_FLAG = 1, 0, 2, 3  # rows of the edited samples (see ``edited``)
+
+
+@pytest.fixture(scope="module")
+def edited(described: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The described iSAID folder with four samples edited into the cases consumers trip on: no grounded
+    phrase, a caption in quote marks, an error flag and a warning flag."""
+    work = tmp_path_factory.mktemp("consumers") / "isaid"
+    shutil.copytree(described / "isaid", work)
+    table = pq.read_table(work / "samples.parquet")
+    rows = table.to_pylist()
+    r = rows[NO_SEG]
+    r.update(gcg_caption="An aerial view of a harbor with calm water.", caption="An aerial view of a harbor with calm water.",
+             phrases=[], masks=[])
+    r = rows[QUOTED]
+    r["gcg_caption"], r["caption"] = f'"{r["gcg_caption"]}"', f'"{r["caption"]}"'
+    r["phrases"] = [{**p, "start": p["start"] + 1, "end": p["end"] + 1} for p in r["phrases"]]
+    rows[ERROR_FLAG]["flags"] = [*rows[ERROR_FLAG]["flags"], {"code": "refusal", "severity": "error", "detail": "x"}]
+    rows[ERROR_FLAG]["max_severity"] = "error"
+    rows[WARNING_FLAG]["flags"] = [{"code": "mostly_cut_off", "severity": "warning", "detail": "y"}]
+    rows[WARNING_FLAG]["max_severity"] = "warning"
+    for k in (ERROR_FLAG, WARNING_FLAG):  # no other flags may decide these two
+        rows[k]["flags"] = [f for f in rows[k]["flags"] if f["code"] in ("refusal", "mostly_cut_off")]
+    for k, row in enumerate(rows):
+        if k not in (ERROR_FLAG, WARNING_FLAG):
+            row["flags"], row["max_severity"] = [], None
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), work / "samples.parquet")
+    ids = [row["tile_id"] for row in rows]
+    return {"data": work, "rows": {row["tile_id"]: row for row in rows}, "ids": ids}
+
+
+@pytest.fixture(scope="module")
+def train_export(edited: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    out = tmp_path_factory.mktemp("exp_train") / "export"
+    summary = export(edited["data"], out, formats=["gcg-parquet", "coco", "geopixel", "glamm"], ratios=(1, 0, 0))
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def test_export(edited: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    out = tmp_path_factory.mktemp("exp_test") / "export"
+    summary = export(edited["data"], out, formats=["gcg-parquet", "coco", "glamm"], ratios=(0, 0, 1))
+    return out, summary
+
+
+def _parquet_rows(out: Path, split: str) -> dict[str, dict[str, Any]]:
+    return {r["tile_id"]: r for r in pq.read_table(sorted((out / "data").glob(f"{split}-*.parquet"))).to_pylist()}
+
+
+# ------------------------------------------------------------------------------------------------ GeoPixel
+
+
+def _conv2text(conversations: list[dict[str, str]]) -> str:
+    """GeoPixel's ``conv2text``: InternLM-XComposer turns, each value stripped."""
+    out = ""
+    for turn in conversations:
+        role = "user" if turn["from"].lower() in ("human", "user") else "assistant"
+        out += f"[UNUSED_TOKEN_146]{role}\n{turn['value'].strip()}[UNUSED_TOKEN_145]\n"
+    return out + "</s>"
+
+
+def _geopixel_load(data_txt: str = "data.txt") -> list[dict[str, Any]]:
+    """GeoPixel's data path, from the current directory: data.txt → JSON lists → per-sample image and masks."""
+    samples = []
+    for line in Path(data_txt).read_text().splitlines():
+        parts = line.strip().split(" ")
+        assert len(parts) == 2  # --given_num True asserts it
+        with open(parts[0]) as fh:  # noqa: PTH123 - as GeoPixel opens it: relative to the working directory
+            entries = json.load(fh)
+        num = int(float(parts[1]) * 1000)
+        assert num == len(entries)  # no sampling: every exported conversation, once
+        assert "image" in entries[0] and ("polygons" in entries[0] or "segmentation" in entries[0])
+        for e in entries:
+            text = _conv2text(e["conversations"])
+            width, height = Image.open(e["image"]).convert("RGB").size
+            with open(e["polygons"]) as fh:  # noqa: PTH123
+                data = json.load(fh)
+            masks = []
+            for polygon in data["polygons"]:
+                mask = np.zeros((height, width), dtype=np.uint8)
+                for poly in polygon:
+                    assert len(poly) > 0 and len(poly[0]) == 2, "invalid multiple polygons"
+                    cv2.fillPoly(mask, np.array([poly], dtype=np.int32), color=1)
+                masks.append(mask)
+            assert len(masks) == text.count("[SEG]"), e["image"]  # GeoPixel's loader assertion
+            assert text.count("[SEG]") >= 1  # GeoPixel's training step needs a mask
+            samples.append({"entry": e, "masks": masks, "size": (width, height)})
+    return samples
+
+
+def test_geopixel_trains_from_its_repository_root(train_export: tuple[Path, Any], edited: dict[str, Any],
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, summary = train_export
+    checkout = tmp_path / "GeoPixel"
+    (checkout / "model").mkdir(parents=True)
+    (checkout / "data.txt").write_text("data/isaid.json 0.01\n")  # the repository's example list
+    shutil.copytree(out / "geopixel", checkout, dirs_exist_ok=True)  # "copy EXPORT/geopixel/ there"
+    monkeypatch.chdir(checkout)
+    loaded = _geopixel_load()
+    rows = _parquet_rows(out, "train")
+    no_seg = edited["ids"][NO_SEG]
+    assert len(loaded) == len(rows) - 1 and summary.extra["geopixel_left_out"] == {"no [SEG]": 1}
+    masks = 0
+    for s in loaded:
+        e = s["entry"]
+        assert e["image"].startswith("data/GeoPixelD/train/") and e["polygons"].startswith("data/GeoPixelD/train/")
+        tile = Path(e["image"]).stem
+        assert tile != no_seg
+        row = rows[tile]
+        assert s["size"] == (row["width"], row["height"])
+        assert e["conversations"][1]["value"] == row["gcg_caption"]
+        for mask, rle in zip(s["masks"], row["masks"], strict=True):
+            truth = decode(rle)
+            inter, union = np.logical_and(mask, truth).sum(), np.logical_or(mask, truth).sum()
+            assert inter / union >= 0.98
+            masks += 1
+    assert masks == sum(len(r["masks"]) for r in rows.values())
+    # the official sample's keys, on the conversation list and the per-tile file
+    official = json.loads((Path(__file__).parents[1] / "data" / "geopixeld" / "GeoPixelD.json").read_text())[0]
+    e = loaded[0]["entry"]
+    assert set(e) == set(official) and e["image"].rsplit("/", 2)[0] == official["image"].rsplit("/", 2)[0]
+    per_tile = json.loads(Path(e["polygons"]).read_text())
+    assert set(per_tile) == {"id", "img", "gcg_description", "polygons"} and per_tile["img"] == e["image"]
+
+
+def test_geopixel_paths_also_resolve_inside_the_export(train_export: tuple[Path, Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    out, _ = train_export
+    monkeypatch.chdir(out / "geopixel")
+    assert len(_geopixel_load()) > 0
+
+
+def test_geopixel_prefix_is_configurable(edited: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "export"
+    export(edited["data"], out, formats=["geopixel"], ratios=(1, 0, 0), geopixel_prefix="data/mine")
+    assert (out / "geopixel" / "data.txt").read_text().startswith("data/mine/GeoPixelD_train.json ")
+    monkeypatch.chdir(out / "geopixel")
+    loaded = _geopixel_load()
+    assert loaded and all(s["entry"]["image"].startswith("data/mine/train/") for s in loaded)
+    with pytest.raises(ValueError, match="relative folder"):
+        export(edited["data"], tmp_path / "bad", formats=["geopixel"], geopixel_prefix="/abs/path")
+
+
+# --------------------------------------------------------------------------------------------------- GLaMM
+
+
+def _glamm_training_items(out: Path, split: str) -> list[dict[str, Any]]:
+    """GLaMM's ``GCGBaseDataset._parse_annotations`` + ``process_data`` + ``create_conversations``."""
+    items = []
+    image_folder = out / "images" / split
+    for ann in json.loads((out / "glamm" / f"gcg_{split}.json").read_text()):
+        width, height = Image.open(image_folder / ann["file_name"]).size
+        caption = ann["caption"].strip('"').strip()
+        labels, spans, masks = [], [], []
+        for word, grounding in ann["groundings"].items():
+            labels.append(word)
+            spans.append(grounding["token_positives"])
+            binary = np.zeros((height, width), dtype=np.uint8)
+            for rle in grounding["rle_masks"]:
+                from pycocotools import mask as mask_utils
+
+                binary += mask_utils.decode(rle).astype(np.uint8).squeeze()
+            masks.append(binary)
+        order = sorted(range(len(spans)), key=lambda k: spans[k][0])
+        spans, masks, labels = [spans[k] for k in order], [masks[k] for k in order], [labels[k] for k in order]
+        tagged = caption
+        for start, end in sorted(spans, key=lambda x: x[0], reverse=True):
+            tagged = f"{tagged[:start]}<p> {tagged[start:end]} </p> [SEG]{tagged[end:]}"
+        items.append({"file_name": ann["file_name"], "caption": caption, "tagged": tagged, "masks": masks,
+                      "labels": labels})
+    return items
+
+
+def test_glamm_training_loader_tags_our_spans(train_export: tuple[Path, Any], edited: dict[str, Any]) -> None:
+    out, summary = train_export
+    rows = _parquet_rows(out, "train")
+    items = _glamm_training_items(out, "train")
+    assert len(items) == len(rows)
+    quoted = edited["ids"][QUOTED]
+    assert summary.extra["captions_unquoted"] == 1
+    for item in items:
+        row = rows[Path(item["file_name"]).stem]
+        # GLaMM's tagging reproduces our markup exactly: the same phrases, the same masks, in [SEG] order
+        assert parse(item["tagged"]).gcg_caption == parse(row["gcg_caption"]).gcg_caption, item["file_name"]
+        assert all(np.array_equal(m.astype(bool), decode(r)) for m, r in zip(item["masks"], row["masks"], strict=True))
+        assert not row["caption"].startswith(('"', "\u201c", "'"))
+    q = rows[quoted]
+    original = edited["rows"][quoted]["caption"]
+    assert original.startswith('"') and q["caption"] == original[1:-1]
+    assert [q["caption"][p["start"]:p["end"]] for p in q["phrases"]] == [p["text"] for p in q["phrases"]]
+
+
+def _glamm_predictions(out: Path, split: str, folder: Path) -> None:
+    """A perfect model's output as GLaMM's ``infer.py`` writes it: one ``{stem}.json`` per image file."""
+    rows = _parquet_rows(out, split)
+    folder.mkdir()
+    for image_id in os.listdir(out / "images" / split):  # GCGEvalDDP lists the image folder
+        r = rows[image_id[:-4]]
+        phrases = re.findall(r"<p>(.*?)</p>", r["gcg_caption"])
+        (folder / f"{image_id[:-4]}.json").write_text(json.dumps({
+            "image_id": image_id[:-4], "caption": r["caption"], "phrases": [p.strip() for p in phrases],
+            "pred_masks": r["masks"]}))
+
+
+def _glamm_evaluate(gt_dir: Path, split: str, pred_dir: Path) -> dict[str, float]:
+    """GLaMM's ``evaluate.py`` steps that need no model: AP (COCOeval, category 1) and its Recall pairing."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt_mask_path, gt_cap_path = gt_dir / f"{split}_gcg_coco_mask_gt.json", gt_dir / f"{split}_gcg_coco_caption_gt.json"
+    ids = [img["id"] for img in json.loads(gt_cap_path.read_text())["images"]]
+    coco_pred, labels_pred = [], {}
+    for image_id in ids:
+        pred = json.loads((pred_dir / f"{image_id}.json").read_text())  # opens {gt id}.json
+        key = next(iter(pred))
+        pred = pred[key] if isinstance(pred[key], dict) else pred
+        labels_pred[image_id] = pred["phrases"]
+        for rle in pred["pred_masks"]:
+            coco_pred.append({"image_id": image_id, "category_id": 1, "segmentation": rle, "score": 1.0})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(gt_mask_path))
+        coco_dt = coco_gt.loadRes(coco_pred)
+        ev = COCOeval(coco_gt, coco_dt, "segm")
+        ev.params.catIds = [1]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        caps = COCO(str(gt_cap_path))
+    # Recall pairing: labels[k] names the image's k-th annotation (annotation order of the file)
+    recalled = total = 0
+    for image_id in ids:
+        anns = [a for a in coco_gt.anns.values() if a["image_id"] == image_id]
+        labels = [a for a in caps.anns.values() if a["image_id"] == image_id][0]["labels"]
+        assert len(labels) == len(anns)
+        total += len(labels)
+        recalled += sum(1 for k, lab in enumerate(labels) if lab == labels_pred[image_id][k])
+    return {"AP50": float(ev.stats[1]), "label_order_agrees": recalled / total if total else 1.0}
+
+
+def test_glamm_evaluator_scores_a_perfect_model_as_perfect(test_export: tuple[Path, Any], tmp_path: Path) -> None:
+    from geopixel.eval.gcg import evaluate_gcg, load_ground_truth, read_predictions
+
+    out, _ = test_export
+    _glamm_predictions(out, "test", tmp_path / "preds")
+    glamm = _glamm_evaluate(out / "coco", "test", tmp_path / "preds")
+    assert glamm["AP50"] == pytest.approx(1.0) and glamm["label_order_agrees"] == 1.0
+    # geopixel eval on both ground truths, with GLaMM's prediction folder: the same numbers, perfect
+    preds = read_predictions(tmp_path / "preds")
+    ours = evaluate_gcg(load_ground_truth(out / "coco" / "instances_test.json", out / "coco" / "captions_test.json"),
+                        preds, captions=False)
+    theirs = evaluate_gcg(load_ground_truth(out / "coco" / "test_gcg_coco_mask_gt.json",
+                                            out / "coco" / "test_gcg_coco_caption_gt.json"), preds, captions=False)
+    assert theirs.info["unknown"] == 0 and theirs.info["missing"] == 0
+    for metric in ("AP50", "mIoU", "Recall", "mIoU_glamm"):
+        assert theirs.rows["overall"][metric] == pytest.approx(ours.rows["overall"][metric]) == pytest.approx(1.0)
+
+
+def test_glamm_evaluator_agrees_with_geopixel_eval_on_a_degraded_model(test_export: tuple[Path, Any],
+                                                                       tmp_path: Path) -> None:
+    from geopixel.eval.gcg import evaluate_gcg, load_ground_truth, read_predictions
+
+    out, _ = test_export
+    _glamm_predictions(out, "test", tmp_path / "preds")
+    for f in (tmp_path / "preds").glob("*.json"):  # every other mask dropped
+        rec = json.loads(f.read_text())
+        rec["pred_masks"], rec["phrases"] = rec["pred_masks"][::2], rec["phrases"][::2]
+        f.write_text(json.dumps(rec))
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = out / "coco" / "test_gcg_coco_mask_gt.json"
+    dets = []
+    for f in sorted((tmp_path / "preds").glob("*.json")):
+        rec = json.loads(f.read_text())
+        dets += [{"image_id": rec["image_id"], "category_id": 1, "segmentation": m, "score": 1.0}
+                 for m in rec["pred_masks"]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(gt))
+        ev = COCOeval(coco, coco.loadRes(dets), "segm")
+        ev.params.catIds = [1]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    ours = evaluate_gcg(load_ground_truth(gt, out / "coco" / "test_gcg_coco_caption_gt.json"),
+                        read_predictions(tmp_path / "preds"), captions=False)
+    assert 0 < ev.stats[1] < 1
+    assert ours.rows["overall"]["AP50"] == pytest.approx(float(ev.stats[1]), abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------- COCO, paths, filters
+
+
+def test_coco_file_names_resolve_and_paths_are_relative(test_export: tuple[Path, Any]) -> None:
+    out, _ = test_export
+    for name in ("instances_test.json", "test_gcg_coco_mask_gt.json"):
+        data = json.loads((out / "coco" / name).read_text())
+        for img in data["images"]:
+            assert (out / "images" / "test" / img["file_name"]).is_file()
+            if "source_image" in img:
+                assert not os.path.isabs(img["source_image"]) and not img["source_image"].startswith("..")
+    glamm_gt = json.loads((out / "coco" / "test_gcg_coco_mask_gt.json").read_text())
+    assert {a["category_id"] for a in glamm_gt["annotations"]} == {1}
+    assert all(isinstance(img["id"], str) for img in glamm_gt["images"])
+    for row in _parquet_rows(out, "test").values():
+        assert row["source_image"] in ("P0003.png", "P0005.png")  # relative to the folder the sources share
+
+
+def test_images_are_written_once(train_export: tuple[Path, Any]) -> None:
+    out, _ = train_export
+    images = sorted((out / "images" / "train").glob("*.png"))
+    assert len(images) == len(_parquet_rows(out, "train"))
+    for png in (out / "geopixel" / "data" / "GeoPixelD" / "train").glob("*.png"):
+        twin = out / "images" / "train" / png.name
+        assert png.read_bytes() == twin.read_bytes()
+        assert os.path.samefile(png, twin)  # a hard link: the bytes are on disk once
+
+
+def test_filters_apply_to_every_format(edited: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    summary = export(edited["data"], out, formats=["gcg-parquet", "coco", "geopixel", "glamm"], ratios=(1, 0, 0),
+                     max_severity="warning", exclude_flags="mostly_cut_off")
+    gone = {edited["ids"][ERROR_FLAG], edited["ids"][WARNING_FLAG]}
+    assert summary.extra["filtered"] == {"severity error": 1, "flag mostly_cut_off": 1}
+    kept = set(_parquet_rows(out, "train"))
+    assert kept == set(edited["ids"]) - gone
+    coco = json.loads((out / "coco" / "instances_train.json").read_text())
+    assert {i["tile_id"] for i in coco["images"]} == kept
+    glamm_gt = json.loads((out / "coco" / "train_gcg_coco_caption_gt.json").read_text())
+    assert {i["id"] for i in glamm_gt["images"]} == kept
+    assert {Path(i["file_name"]).stem for i in json.loads((out / "glamm" / "gcg_train.json").read_text())} == kept
+    gp = json.loads((out / "geopixel" / "data" / "GeoPixelD" / "GeoPixelD_train.json").read_text())
+    assert {Path(e["image"]).stem for e in gp} == kept - {edited["ids"][NO_SEG]}
+    assert {p.stem for p in (out / "images" / "train").glob("*.png")} == kept
+    info = json.loads((out / "export.json").read_text())
+    assert info["filters"]["left_out"] == summary.extra["filtered"]
+    with pytest.raises(ValueError, match="max severity 'fatal'"):
+        export(edited["data"], tmp_path / "bad", formats=["coco"], max_severity="fatal")
