@@ -40,12 +40,14 @@ def dota_described(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> 
 
 @pytest.fixture(scope="session")
 def mixed_prepared(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """The NEON tile three times: as shipped (EPSG:32617), relabelled EPSG:32616, and as a PNG (no CRS)."""
+    """The NEON tile three times: as shipped (EPSG:32617), relabelled EPSG:32616 with an acquisition time,
+    and as a PNG (no CRS)."""
     src = tmp_path_factory.mktemp("geo_mixed_src")
     shutil.copy(data_dir / "neon" / "OSBS_029.tif", src / "A_32617.tif")
     shutil.copy(data_dir / "neon" / "OSBS_029.tif", src / "B_32616.tif")
     with rasterio.open(src / "B_32616.tif", "r+") as ds:
         ds.crs = rasterio.crs.CRS.from_epsg(32616)
+        ds.update_tags(TIFFTAG_DATETIME="2019:06:01 15:30:00")  # an acquisition time for the STAC item
     with rasterio.open(src / "A_32617.tif") as ds:
         rgb = np.moveaxis(ds.read([1, 2, 3]), 0, -1)
     Image.fromarray(rgb).save(src / "C_pixel.png")

@@ -22,6 +22,8 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.export import export
+from pipeline.geo import GeoConfig, write_geo_layers
+from pipeline.geo.stac import write_stac
 from pipeline.release import load, publish
 
 LABEL_SCHEMA = "https://stac-extensions.github.io/label/v1.0.1/schema.json"
@@ -199,3 +201,25 @@ def test_load_gives_pandas_tables_and_cli_stats(flagged_export: Path, neon_descr
     assert tree[:6] == ["tree", str(phrases), "4", "61", str(len(instances)), tree[5]]
     table = [line.split() for line in lines[lines.index(next(x for x in lines if x.startswith("Per flag"))) + 2:]]
     assert table == [["mostly_cut_off", "warning", "2", "1"], ["no_grounding", "info", "1", "1"]]
+
+
+def test_stac_items_for_sources_in_several_crs(tmp_path: Path, mixed_prepared: Path) -> None:
+    write_geo_layers(mixed_prepared, tmp_path, GeoConfig(target_crs="EPSG:3857"))
+    files = write_stac(tmp_path, tmp_path, name="mixed", version="0.1.0", created="2026-01-02T03:04:05+00:00",
+                       description="three CRSs")
+    assert "stac/collection.json" in files
+    collection = pystac.Collection.from_file(str(tmp_path / "stac" / "collection.json"))
+    collection.validate(validator=_CoreOnly(_offline_validator()))
+    items = {i.id: i for i in collection.get_items(recursive=True)}
+    assert set(items) == {"A_32617", "B_32616", "C_pixel"}
+    for item in items.values():
+        item.validate(validator=_CoreOnly(_offline_validator()))
+    codes = {k: ProjectionExtension.ext(i).code for k, i in items.items()}
+    assert codes == {"A_32617": "EPSG:32617", "B_32616": "EPSG:32616", "C_pixel": None}  # the sources', not 3857
+    a, b = shape(items["A_32617"].geometry), shape(items["B_32616"].geometry)
+    assert a.area == pytest.approx(b.area, rel=0.01) and a.centroid.x - b.centroid.x == pytest.approx(6.0, abs=0.1)
+    assert items["C_pixel"].geometry is None
+    assert items["B_32616"].datetime is not None and items["B_32616"].datetime.isoformat() == "2019-06-01T15:30:00+00:00"
+    assert items["B_32616"].properties["geopixeld:datetime_source"] == "raster"
+    assert items["A_32617"].properties["geopixeld:datetime_source"] == "release"
+    assert collection.extent.temporal.intervals[0][0].year == 2019
