@@ -222,4 +222,5 @@ def test_stac_items_for_sources_in_several_crs(tmp_path: Path, mixed_prepared: P
     assert items["B_32616"].datetime is not None and items["B_32616"].datetime.isoformat() == "2019-06-01T15:30:00+00:00"
     assert items["B_32616"].properties["geopixeld:datetime_source"] == "raster"
     assert items["A_32617"].properties["geopixeld:datetime_source"] == "release"
-    assert collection.extent.temporal.intervals[0][0].year == 2019
+    start = collection.extent.temporal.intervals[0][0]
+    assert start is not None and start.year == 2019
