@@ -421,7 +421,7 @@ def export(
             "review": dict(review_counts),
             "lmm_models": sorted(models),
             "prompt_versions": sorted(prompts),
-            "source": str(data),
+            "source": data.resolve().name,  # the folder's name only: no path of the building machine
             "filters": {"max_severity": max_severity, "exclude_flags": sorted(keep.exclude_flags),
                         "left_out": dict(dropped)},
             "captions_unquoted": notes.get("unquoted", 0),

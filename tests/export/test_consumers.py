@@ -344,6 +344,8 @@ def test_coco_file_names_resolve_and_paths_are_relative(test_export: tuple[Path,
     assert all(isinstance(img["id"], str) for img in glamm_gt["images"])
     for row in _parquet_rows(out, "test").values():
         assert row["source_image"] in ("P0003.png", "P0005.png")  # relative to the folder the sources share
+    text = "".join(p.read_text() for p in [out / "export.json", *(out / "coco").glob("*.json")])
+    assert str(Path.cwd()) not in text and "/tmp/" not in text  # no path of the building machine
 
 
 def test_images_are_written_once(train_export: tuple[Path, Any]) -> None:
