@@ -54,7 +54,7 @@ def run_bench(source: Path = SAMPLES) -> dict[str, Any]:
             f"{fmt.format(v) if v is not None else 'n/a':>{w}s}" for v, w in zip(cells, (10, 14, 10), strict=True)
         ))
     ratio = out["all-instances"]["calls_per_tile"] / max(out["geopixeld"]["calls_per_tile"], 1e-9)
-    print(f"  calls per tile, all-instances / geopixeld: {ratio:.1f}×")
+    print(f"  LMM calls per tile, all-instances / geopixeld: {ratio:.1f}×")
     return {"ratio_calls_all_over_geopixeld": ratio, **{f"{p}_{k}": v for p, d in out.items()
                                                        for k, v in d.items() if isinstance(v, int | float)}}
 

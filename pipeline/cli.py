@@ -226,11 +226,16 @@ def prepare(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     from .sam.errors import SamError
+    from .tables import PartFileError
 
     try:
         summary = run_prepare(sources, config, out, workers=workers, resume=resume, progress=progress)
     except SamError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except PartFileError as exc:
+        typer.echo(f"error: {exc}\nRun the same command again: images whose parts are intact are reused, "
+                   "this one is prepared again.", err=True)
         raise typer.Exit(2) from None
     typer.echo(summary.text())
     if summary.images_ok + summary.images_reused == 0:
@@ -270,7 +275,7 @@ def describe(
     max_instances: Annotated[int | None, typer.Option(help="Objects described alone per tile (default 2).")] = None,
     max_group_calls: Annotated[int | None, typer.Option(help="Groups described by the LMM per tile; the rest get a "
                                                          "measured sentence (default 2).")] = None,
-    max_phrases: Annotated[int | None, typer.Option(help="Grounded phrases per tile the grouping aims at (default 6).")] = None,
+    max_phrases: Annotated[int | None, typer.Option(help="Grounded phrases per tile the grouping aims at (default 4).")] = None,
     compose: Annotated[
         bool | None,
         typer.Option("--compose/--no-compose", help="Fuse each tile's sentences into one paragraph with one more "

@@ -63,7 +63,7 @@ class SelectionPolicy(BaseModel):
     rare_max: int = Field(2, ge=1)
     min_visible_fraction: float = Field(0.5, ge=0.0, le=1.0)
     group_link: float = Field(2.5, gt=0)
-    max_phrases: int = Field(6, ge=1)
+    max_phrases: int = Field(4, ge=1)
     max_group_calls: int = Field(2, ge=0)
     compose: bool = True
     compose_max_words: int = Field(130, ge=20)
