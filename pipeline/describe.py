@@ -25,6 +25,8 @@ through the same client as any remote endpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -33,13 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from . import fidelity, gcg, validate, vocab
+from .agreement import agreement as agreement_score
+from .agreement import disagreement_flag
+from .colour import colour_shares
 from .grounding import Assembled, GroundedSentence, Grounding, assemble
 from .lmm.client import LMMClient
+from .lmm.offline import decode_image, masked_pixels
 from .lmm.pricing import RunTotals, load_price_table
 from .lmm.records import CALLS_SCHEMA, results_to_table
 from .lmm.server import running_offline_server
@@ -66,6 +73,10 @@ class DescribeConfig(EndpointConfig):
         phrase_naming: ``indexed`` (``tennis court-1``, as GeoPixelD) or ``noun`` (the sentence's words).
         detail: image detail level sent with images.
         temperature, max_tokens: sampling temperature and answer length limit.
+        second_opinion: ask every instance and group request again of this model (same endpoint) and
+            score the two answers' agreement (:mod:`pipeline.agreement`); off by default (doubles cost).
+        samples: 2 asks every instance and group request twice of the same model (needs
+            ``temperature`` > 0); the second answer is the second opinion.
         batch_tiles: tiles described per batch (bounds memory: images of a batch are held at once).
         prices_file: price table for cost estimates.
     """
@@ -79,10 +90,20 @@ class DescribeConfig(EndpointConfig):
     metric_priors: bool = False
     phrase_naming: str = "indexed"
     detail: str = "auto"
+    second_opinion: str | None = None
+    samples: int = Field(1, ge=1, le=2)
     temperature: float = 0.2
     max_tokens: int = 300
     batch_tiles: int = Field(32, ge=1)
     prices_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_second_opinion(self) -> DescribeConfig:
+        if self.samples > 1 and self.second_opinion:
+            raise ValueError("give either --second-opinion MODEL or --samples 2, not both")
+        if self.samples > 1 and self.temperature <= 0:
+            raise ValueError("--samples 2 needs a temperature above 0 (at 0 both samples are the same answer)")
+        return self
 
     def selection(self) -> SelectionPolicy:
         """The selection policy with this config's overrides."""
@@ -144,6 +165,9 @@ class TilePlan:
     # flags prepare left on the tile's instances (SAM quality, naming), carried to the sample
     instance_flags: list[dict[str, Any]] = field(default_factory=list)
     n_instances: int = 0
+    # objects per readable category in the tile, and the label set (what answers are checked against)
+    tile_counts: tuple[tuple[str, int], ...] = ()
+    labels: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -154,6 +178,7 @@ class Draft:
     flags: list[dict[str, Any]]
     holistic: str
     sentences: list[dict[str, Any]]  # compose input: {"text", "category", "kind"}
+    agreement: float | None = None  # lowest second-opinion agreement of the tile's objects (None: not asked)
 
 
 def _png(path: Path) -> bytes:
@@ -187,6 +212,7 @@ def plan_tile(
     clean = _png(data_dir / tile["tile_path"])
     gsd = tile.get("gsd")
     counts: Counter[str] = Counter(r["category_name"] for r in instances)
+    plan.tile_counts = tuple(sorted(counts.items()))
     holistic_facts = {
         "tier": "holistic",
         "category_counts": dict(sorted(counts.items())),
@@ -278,6 +304,31 @@ def _flag(code: str, severity: str, detail: str, subject: Subject | None = None)
     return f
 
 
+def _measured_flags(
+    text: str, plan: TilePlan, s: Subject, images: dict[int, Any], known: list[str]
+) -> list[dict[str, str]]:
+    """The checks against measurements (:func:`pipeline.validate.check_measured`) of one answer: the instance
+    row's size, metres and orientation, the group's count, the tile's categories, and the colour names of the
+    mask's pixels in the image the request sent (the set-of-marks tile minus the mark box for an instance, as
+    the offline describer measures them). Categories ``wrong_category`` reports are not reported again."""
+    colours: tuple[tuple[str, float], ...] = ()
+    if s.request is not None:
+        req = plan.requests[s.request]
+        key = id(req.image_png)
+        if key not in images:
+            images[key] = decode_image(req.image_png)
+        pixels = masked_pixels(images[key], req.facts, exclude_mark=s.kind == "instance")
+        colours = tuple(colour_shares(pixels)) if pixels is not None else ()
+    r = s.row or {}
+    measured = validate.Measured(
+        kind=s.kind, category=s.category, count=len(s.instance_ids), size_class=r.get("size_class"),
+        length_m=r.get("length_m"), width_m=r.get("width_m"), orientation_deg=r.get("orientation_deg"),
+        elongation=r.get("elongation"), colours=colours, tile_counts=plan.tile_counts, labels=plan.labels,
+    )
+    skip = set() if vocab.find_mention(text, s.category) else set(vocab.other_categories_named(text, s.category, known))
+    return validate.check_measured(text, measured, skip)
+
+
 def ground_tile(
     plan: TilePlan, results: list[LMMResult], known_categories: list[str], config: DescribeConfig
 ) -> Draft:
@@ -287,6 +338,7 @@ def ground_tile(
     owners: list[Subject] = []  # the subject of each grounded sentence, in order
     holistic_text = ""
     index: Counter[str] = Counter()
+    images: dict[int, Any] = {}  # decoded request images of this tile
     for s in plan.subjects:
         res = results[s.request] if s.request is not None else None
         text: str | None = None
@@ -303,6 +355,9 @@ def ground_tile(
         if s.kind == "holistic":
             if text:
                 holistic_text = text
+                holistic = validate.Measured("holistic", tile_counts=plan.tile_counts, labels=plan.labels)
+                flags.extend(_flag(f["code"], f["severity"], f"holistic: {f['detail']}")
+                             for f in validate.check_measured(text, holistic))
                 sentences.append(GroundedSentence(text))
             continue
         measured = text is None
@@ -315,6 +370,7 @@ def ground_tile(
                 extra += validate.check_mark_leak(text, r["mark"])
                 extra += validate.check_category(text, r["category_name"], known_categories)
                 extra += validate.check_position(text, r["position"])
+                extra += _measured_flags(text, plan, s, images, known_categories)
             if r["visible_fraction"] < validate.MOSTLY_CUT_OFF:
                 extra.append(validate.flag("mostly_cut_off", "warning", f"only {r['visible_fraction']:.0%} visible"))
             grounding = Grounding("instance", s.category, s.instance_ids, r["rle"])
@@ -322,6 +378,7 @@ def ground_tile(
             assert s.group is not None
             if not measured:
                 extra += validate.check_category(text, s.category, known_categories)
+                extra += _measured_flags(text, plan, s, images, known_categories)
             grounding = Grounding("cluster", s.category, s.instance_ids, merge([m["rle"] for m in s.group.members]))
         index[s.category] += 1
         if vocab.find_mention(text, s.category) is None:
@@ -432,6 +489,7 @@ def finish_sample(
         "masks": out.masks,
         "flags": flags,
         "max_severity": validate.max_severity(flags),
+        "review_score": validate.review_score(flags, draft.agreement),
         "holistic": draft.holistic,
         "n_instances": plan.n_instances,
         "n_grounded_instances": len({i for p in phrases for i in p["instance_ids"]}),
@@ -506,6 +564,65 @@ def tile_batches(data_dir: str | Path, batch_tiles: int = 32) -> list[list[str]]
     return [ids[i : i + batch_tiles] for i in range(0, len(ids), batch_tiles)]
 
 
+@functools.lru_cache(maxsize=8)
+def _label_set(path: str, mtime_ns: int) -> frozenset[str]:
+    del mtime_ns  # part of the cache key: a rewritten file is read again
+    found: set[str] = set()
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536, columns=["category_name"]):
+        found.update(x for x in pc.unique(batch.column(0)).to_pylist() if x)
+    return frozenset(found)
+
+
+def dataset_categories(data_dir: str | Path) -> frozenset[str]:
+    """The readable categories of every instance of ``data_dir`` (with :func:`pipeline.vocab.label_set`, the
+    label set answers are checked against), read one column batch by batch; empty without
+    ``instances.parquet``."""
+    path = Path(data_dir) / "instances.parquet"
+    return _label_set(str(path), path.stat().st_mtime_ns) if path.exists() else frozenset()
+
+
+def second_opinion(
+    plans: list[TilePlan], results: list[LMMResult], drafts: list[Draft], client: Any, settings: LMMSettings,
+    config: DescribeConfig, known: list[str],
+) -> list[LMMResult]:
+    """Ask every answered instance and group request again (``config.second_opinion``'s model, or a second
+    sample of the same model with ``config.samples == 2``), score each pair's agreement
+    (:mod:`pipeline.agreement`), and add a ``second_opinion_disagreement`` flag (and the tile's lowest
+    agreement) to the drafts. Returns the calls made (none when off)."""
+    if not config.second_opinion and config.samples < 2:
+        return []
+    if config.second_opinion:
+        if not isinstance(client, LMMClient):  # dry run / batch answers: no live second model to ask
+            return []
+        client = LMMClient(settings.model_copy(update={"model": config.second_opinion}))
+    asks: list[tuple[int, Subject, str]] = []
+    requests: list[LMMRequest] = []
+    pos = 0
+    for k, p in enumerate(plans):
+        for s in p.subjects:
+            first = results[pos + s.request] if s.request is not None and s.kind != "holistic" else None
+            if first is None or not first.ok or not (first.text or "").strip():
+                continue
+            req = p.requests[s.request] if s.request is not None else None
+            assert req is not None
+            facts = req.facts if config.second_opinion else {**req.facts, "opinion": 2}  # a new cache key
+            requests.append(dataclasses.replace(req, facts=facts, ref=f"{req.ref}|second"))
+            asks.append((k, s, gcg.strip_markup(first.text or "")))
+        pos += len(p.requests)
+    answers = client.describe_all_sync(requests, progress=False) if requests else []
+    model = config.second_opinion or f"a second sample of {settings.model}"
+    for (k, s, first_text), answer in zip(asks, answers, strict=True):
+        if not answer.ok or not (answer.text or "").strip():
+            continue  # a failed second opinion is in lmm_calls; it scores nothing
+        score, scores = agreement_score(first_text, gcg.strip_markup(answer.text or ""), s.category, known)
+        d = drafts[k]
+        d.agreement = score if d.agreement is None else min(d.agreement, score)
+        f = disagreement_flag(score, scores, model)
+        if f is not None:
+            d.flags.append(_flag(f["code"], f["severity"], f"{s.label}: {f['detail']}", s))
+    return answers
+
+
 def _read_rows(path: Path, tile_ids: list[str]) -> list[dict[str, Any]]:
     return pq.read_table(path, filters=[("tile_id", "in", tile_ids)]).to_pylist() if tile_ids else []
 
@@ -519,11 +636,15 @@ def plan_batch(data_dir: str | Path, tile_ids: list[str], config: DescribeConfig
     instances = _group(_read_rows(data / "instances.parquet", tile_ids), "tile_id")
     clusters = _group(_read_rows(data / "clusters.parquet", tile_ids), "tile_id")
     known = sorted({r["category_name"] for rows in instances.values() for r in rows} | set(vocab.SYNONYMS))
+    present = {r["category_name"] for rows in instances.values() for r in rows}
+    labels = vocab.label_set(dataset_categories(data) | present)
     prompts = load_prompt_set(config.prompts)
     plans = [
         plan_tile(data, t, instances.get(t["tile_id"], []), clusters.get(t["tile_id"], []), prompts, config)
         for t in tiles
     ]
+    for p in plans:
+        p.labels = labels
     return plans, known
 
 
@@ -548,11 +669,12 @@ def describe_batch(
     asked = [c for c in composes if c is not None]
     answers = iter(client.describe_all_sync(asked, progress=False) if asked else [])
     compose_results = [next(answers) if c is not None else None for c in composes]
+    second_calls = second_opinion(plans, results, drafts, client, settings, config, known)
     rows = [
         finish_sample(p, d, c, settings.model, prompts.version)
         for p, d, c in zip(plans, drafts, compose_results, strict=True)
     ]
-    return rows, [*results, *(c for c in compose_results if c is not None)]
+    return rows, [*results, *(c for c in compose_results if c is not None), *second_calls]
 
 
 class _ParquetSink:

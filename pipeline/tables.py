@@ -157,6 +157,8 @@ SAMPLES_SCHEMA = pa.schema(
         ("n_grounded_instances", pa.int32()),
         ("lmm_model", pa.string()),
         ("prompt_version", pa.string()),
+        # needs-review score in [0, 1) (pipeline.validate.review_score); absent in files written before it
+        ("review_score", pa.float64()),
     ]
 )
 SCHEMAS["samples"] = SAMPLES_SCHEMA
