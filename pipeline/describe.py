@@ -46,11 +46,13 @@ from .agreement import disagreement_flag
 from .colour import colour_shares
 from .grounding import Assembled, GroundedSentence, Grounding, assemble
 from .lmm.client import LMMClient
+from .lmm.deferred import DeferredClient
+from .lmm.grouped import Describer, describe_grouped
 from .lmm.offline import decode_image, masked_pixels
 from .lmm.pricing import RunTotals, load_price_table
 from .lmm.records import CALLS_SCHEMA, results_to_table
 from .lmm.server import running_offline_server
-from .lmm.types import OFFLINE_MODEL, EndpointConfig, LMMRequest, LMMResult, LMMSettings
+from .lmm.types import OFFLINE_MODEL, EndpointConfig, LMMRequest, LMMResult, LMMSettings, is_pending
 from .prompts import PromptSet, load_prompt_set
 from .rle import merge
 from .selection import POLICIES, Group, SelectionPolicy, TileSelection, select_tile
@@ -79,6 +81,10 @@ class DescribeConfig(EndpointConfig):
             ``temperature`` > 0); the second answer is the second opinion.
         batch_tiles: tiles described per batch (bounds memory: images of a batch are held at once).
         prices_file: price table for cost estimates.
+        instances_per_call: marked objects of one tile asked in one request (1: one per call, as the
+            paper; K > 1: :mod:`pipeline.lmm.grouped`, JSON answers, bad ones asked again singly).
+        batch: answer through the OpenAI Batch API (:mod:`pipeline.batchmode`; needs ``base_url``).
+        batch_poll_s, batch_max_wait_s: seconds between batch status checks; longest wait (None: until done).
     """
 
     policy: str = "geopixeld"
@@ -96,6 +102,10 @@ class DescribeConfig(EndpointConfig):
     max_tokens: int = 300
     batch_tiles: int = Field(32, ge=1)
     prices_file: str | None = None
+    instances_per_call: int = Field(1, ge=1, le=64)
+    batch: bool = False
+    batch_poll_s: float = Field(30.0, gt=0)
+    batch_max_wait_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_second_opinion(self) -> DescribeConfig:
@@ -648,24 +658,61 @@ def plan_batch(data_dir: str | Path, tile_ids: list[str], config: DescribeConfig
     return plans, known
 
 
+def answer_usable(request: LMMRequest, text: str) -> bool:
+    """Whether an object's answer inside a grouped call is usable as a single answer would be (no
+    error-severity answer flag: empty, refusal); otherwise it is asked again singly."""
+    flags = validate.check_answer(gcg.strip_markup(text), request.tier)
+    return not any(f["severity"] == "error" for f in flags)
+
+
+def first_round(
+    client: Describer, requests: list[LMMRequest], config: DescribeConfig
+) -> tuple[list[LMMResult], list[LMMResult]]:
+    """Answers of the first-round requests (one per request, in order) and the calls made for them:
+    one object per call, or ``config.instances_per_call`` marked objects per call (grouped)."""
+    if config.instances_per_call > 1:
+        run = describe_grouped(client, requests, config.instances_per_call, answer_usable)
+        return run.results, run.calls
+    results = client.describe_all_sync(requests, progress=False)
+    return results, results
+
+
+def batch_client(settings: LMMSettings, data: Path) -> Describer:
+    """In batch mode the batches were answered before (:mod:`pipeline.batchmode`): answers come from the
+    cache, nothing is sent live (misses stay errors, flagged); answers merged in this run count as sent
+    through the Batch API (discounted)."""
+    from .batchmode import answered_this_run
+
+    return DeferredClient(
+        LMMClient(settings), lambda r, k: None, reason="not answered through the Batch API (rerun describe --batch)",
+        fresh=answered_this_run(data),
+    )
+
+
 def describe_batch(
-    data_dir: str | Path, tile_ids: list[str], config: DescribeConfig, base_url: str
+    data_dir: str | Path, tile_ids: list[str], config: DescribeConfig, base_url: str, client: Describer | None = None
 ) -> tuple[list[dict[str, Any]], list[LMMResult]]:
     """Describe some tiles through the endpoint at ``base_url``: sample rows and call results, in order
-    (first-round calls, then the compose calls)."""
+    (first-round calls, then the compose calls). ``client``: who answers (default: the live client, or the
+    cache alone in batch mode); a tile with a pending answer (dry run, batch filling) gets no compose."""
     data = Path(data_dir)
     prompts = load_prompt_set(config.prompts)
     policy = config.selection()
     settings = _settings(config, data, base_url, prompts.version)
-    client = LMMClient(settings)
+    if client is None:
+        client = batch_client(settings, data) if config.batch else LMMClient(settings)
     plans, known = plan_batch(data, tile_ids, config)
-    results = client.describe_all_sync([r for p in plans for r in p.requests], progress=False)
-    drafts, pos = [], 0
+    results, calls = first_round(client, [r for p in plans for r in p.requests], config)
+    drafts, pending, pos = [], [], 0
     for p in plans:
         n = len(p.requests)
         drafts.append(ground_tile(p, results[pos : pos + n], known, config))
+        pending.append(any(is_pending(r) for r in results[pos : pos + n]))
         pos += n
-    composes = [compose_request(p, d, prompts, policy) for p, d in zip(plans, drafts, strict=True)]
+    composes = [
+        None if wait else compose_request(p, d, prompts, policy)
+        for p, d, wait in zip(plans, drafts, pending, strict=True)
+    ]
     asked = [c for c in composes if c is not None]
     answers = iter(client.describe_all_sync(asked, progress=False) if asked else [])
     compose_results = [next(answers) if c is not None else None for c in composes]
@@ -674,7 +721,7 @@ def describe_batch(
         finish_sample(p, d, c, settings.model, prompts.version)
         for p, d, c in zip(plans, drafts, compose_results, strict=True)
     ]
-    return rows, [*results, *(c for c in compose_results if c is not None), *second_calls]
+    return rows, [*calls, *(c for c in compose_results if c is not None), *second_calls]
 
 
 class _ParquetSink:
@@ -800,6 +847,10 @@ def describe(data_dir: str | Path, config: DescribeConfig | None = None, progres
     config = config or DescribeConfig()
     config.selection()  # an unknown policy fails before anything starts
     batches = tile_batches(data_dir, config.batch_tiles)
+    if config.batch:  # every request through the Batch API first; the loop below then reads the cache
+        from .batchmode import fill_batches
+
+        fill_batches(data_dir, config, progress=progress)
     bar = tqdm(total=sum(len(b) for b in batches), desc="describe", unit="tile", disable=not progress)
     writer = DescribeWriter(data_dir)
     try:

@@ -209,9 +209,12 @@ class BatchRunner:
 
     def enqueue(self, request: LMMRequest, key: str | None = None) -> str:
         """Queue one request unless it needs none; returns ``cached``, ``in_flight`` (in a submitted batch or
-        already queued) or ``queued``."""
+        already queued), ``failed`` (failed for good in this run) or ``queued``."""
         key = key or self.client.key_for(request)
         self.meta.setdefault(key, (request.tier, request.prompt))
+        outcome = self.outcomes.get(key)
+        if outcome is not None and not outcome.ok:
+            return "failed"  # failed for good in this run (or waiting in a running batch): not queued again
         if key in self._in_flight or (self._file is not None and key in self._file[2]):
             return "in_flight"
         if self.cache.get(key) is not None:

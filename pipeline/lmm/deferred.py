@@ -8,7 +8,8 @@ with :data:`PENDING` — "not answered yet", which callers tell apart from a fai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
+from dataclasses import replace
 
 from .client import LMMClient
 from .types import PENDING, LMMRequest, LMMResult, is_pending
@@ -22,19 +23,24 @@ class DeferredClient:
         on_miss: called once per distinct missing request.
         on_hit: called once per request answered from the cache (a dry run counts those too).
         reason: words after :data:`PENDING` in the pending results' error text.
+        fresh: keys answered through the Batch API in this run: their cached answers are reported as sent
+            in this run (``from_cache=False``, ``batch=True``), so totals count them, at the batch discount.
     """
 
     def __init__(
         self,
         client: LMMClient,
-        on_miss: Callable[[LMMRequest, str], None],
-        on_hit: Callable[[LMMRequest, str], None] | None = None,
+        on_miss: Callable[[LMMRequest, str], object],
+        on_hit: Callable[[LMMRequest, str], object] | None = None,
         reason: str = "not sent yet",
+        fresh: Set[str] = frozenset(),
     ) -> None:
         self.client = client
         self.on_miss = on_miss
         self.on_hit = on_hit
         self.reason = reason
+        self.fresh = fresh
+        self._counted: set[str] = set()
 
     def key_for(self, request: LMMRequest) -> str:
         return self.client.key_for(request)
@@ -50,7 +56,11 @@ class DeferredClient:
             if entry is not None:
                 if self.on_hit is not None:
                     self.on_hit(request, key)
-                results.append(self.client._from_cache(request, entry))
+                result = self.client._from_cache(request, entry)
+                if key in self.fresh and key not in self._counted:  # sent in this run, through a batch
+                    self._counted.add(key)
+                    result = replace(result, from_cache=False, attempts=1, batch=True)
+                results.append(result)
                 continue
             if key not in missed:
                 missed.add(key)

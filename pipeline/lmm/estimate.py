@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 #: Documented text estimate when no tokenizer is available: characters per token (English prose).
 CHARS_PER_TOKEN = 4.0
+#: The order tiers are listed in.
+TIER_ORDER = (
+    "holistic", "instance", "instance_metric", "instance_group", "cluster", "compose", "second_opinion", "category"
+)
 #: Chat framing per request: 3 tokens for the one user message plus 3 that prime the reply (OpenAI's
 #: published counting recipe for chat models).
 MESSAGE_OVERHEAD_TOKENS = 6
@@ -300,16 +304,18 @@ class Estimate:
             f"dry run: nothing sent. model {self.model}, {self.tiles:,} tiles; {price}",
             f"  text tokens: {self.text_method}; image tokens: {self.image_method}; "
             f"output: ≤ {self.max_tokens} per call (max_tokens)",
-            f"  {'tier':<16}{'calls':>9}{'cached':>9}{'in text':>13}{'in image':>13}{'out ≤':>13}{'USD ≤':>12}",
+            f"  {'tier':<16}{'calls':>10}{'cached':>10}{'in text':>15}{'in image':>15}{'out ≤':>15}{'USD ≤':>13}",
         ]
 
         def row(name: str, t: TierEstimate) -> str:
             return (
-                f"  {name:<16}{t.calls:>9,}{t.cached:>9,}{t.text_tokens:>13,}{t.image_tokens:>13,}"
-                f"{t.output_tokens:>13,}{t.cost_usd:>12,.4f}"
+                f"  {name:<16}{t.calls:>10,}{t.cached:>10,}{t.text_tokens:>15,}{t.image_tokens:>15,}"
+                f"{t.output_tokens:>15,}{t.cost_usd:>13,.4f}"
             )
 
-        lines += [row(name, t) for name, t in self.tiers.items()]
+        order = {name: k for k, name in enumerate(TIER_ORDER)}
+        tiers = sorted(self.tiers.items(), key=lambda kv: order.get(kv[0], len(order)))
+        lines += [row(name, t) for name, t in tiers]
         lines.append(row("total", self.total()))
         lines.append(row("per 1,000 tiles", self.per_1000_tiles()))
         lines += [f"  note: {n}" for n in self.notes]
@@ -398,10 +404,10 @@ class Estimator:
         if self.price is not None:
             tier_est.cost_usd += self.price.cost(text + image, out, self.batch)
 
-    def add_request(self, request: LMMRequest, *, cached: bool = False) -> None:
-        """Count one request as it would be sent."""
+    def add_request(self, request: LMMRequest, *, cached: bool = False, tier: str | None = None) -> None:
+        """Count one request as it would be sent (under ``tier`` when given, else its own tier)."""
         self.add(
-            request.tier,
+            tier or request.tier,
             request.prompt,
             [image_size(request.image_png)] if request.image_png else [],
             response_format=request.response_format,
