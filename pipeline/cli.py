@@ -281,6 +281,25 @@ def describe(
         typer.Option("--compose/--no-compose", help="Fuse each tile's sentences into one paragraph with one more "
                      "call (default: on for geopixeld, off for all-instances)."),
     ] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Answer length limit in tokens (reasoning models spend "
+                                            "part of it on hidden reasoning).")] = 300,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature (not sent to models "
+                                               "whose profile refuses it).")] = 0.2,
+    lmm_profiles: Annotated[Path | None, typer.Option(help="Model request profiles (YAML/JSON): token-limit field, "
+                                                      "temperature, image detail, structured outputs per model.")] = None,
+    instances_per_call: Annotated[int, typer.Option(min=1, max=64, help="Marked objects of one tile asked in one "
+                                                    "request (JSON answers; bad ones asked again singly). 1 = one "
+                                                    "object per call, as the paper.")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Send nothing: print calls, tokens and price per tier, "
+                                          "for the whole dataset and per 1,000 tiles.")] = False,
+    estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help="Print the estimate as the first line "
+                                           "of a run (costs one planning pass over the tiles).")] = True,
+    batch: Annotated[bool, typer.Option("--batch", help="Send every request through the OpenAI Batch API (/v1/files, "
+                                        "/v1/batches; half price, within 24 h). Batch ids are kept in "
+                                        "DATA/lmm_batches: a rerun resumes polling.")] = False,
+    batch_poll: Annotated[float, typer.Option(min=0.1, help="Seconds between batch status checks.")] = 30.0,
+    batch_max_wait: Annotated[float | None, typer.Option(help="Stop waiting for batches after this many seconds "
+                                                         "(a rerun resumes them).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Describe prepared tiles with an LMM and ground the captions (GeoPixelD's tiers: holistic, instance,
@@ -291,9 +310,14 @@ def describe(
     phrases with character spans, masks in [SEG] order, flags) and DATA/lmm_calls.parquet (every call:
     status, attempts, latency, tokens, raw answer). Answers are cached: a rerun sends no request for
     what already succeeded.
+
+    Cost: `--dry-run` prints calls, tokens (images by the provider's published rule) and price per tier
+    before anything is sent; `--instances-per-call 4` asks four marked objects per request; `--batch` uses
+    the Batch API at its discount (see README, "LMM cost and compatibility").
     """
     from .describe import DescribeConfig
     from .describe import describe as run_describe
+    from .dryrun import dry_run as run_dry_run
 
     try:
         config = DescribeConfig(
@@ -301,8 +325,15 @@ def describe(
             max_retries=retries, prompts=prompts, metric_priors=metric_priors, phrase_naming=phrase_naming,
             detail=detail, cache_dir=str(cache_dir) if cache_dir else None, prices_file=str(prices) if prices else None,
             send_facts=facts, policy=policy, max_instances=max_instances, max_group_calls=max_group_calls,
-            max_phrases=max_phrases, compose=compose,
+            max_phrases=max_phrases, compose=compose, max_tokens=max_tokens, temperature=temperature,
+            profiles_file=str(lmm_profiles) if lmm_profiles else None, instances_per_call=instances_per_call,
+            batch=batch, batch_poll_s=batch_poll, batch_max_wait_s=batch_max_wait,
         )
+        if dry_run or estimate:
+            planned = run_dry_run(data, config, progress=progress)
+            typer.echo(planned.text() if dry_run else planned.headline())
+            if dry_run:
+                return
         summary = run_describe(data, config, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)

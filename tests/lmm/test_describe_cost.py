@@ -100,3 +100,24 @@ def test_dry_run_counts_second_samples(tmp_path: Path, isaid_prepared: Path, off
     seconds = [c for c in _calls(data) if str(c["ref"]).endswith("|second")]
     assert est.tiers["second_opinion"].calls == len(seconds) > 0
     assert est.total().calls == len(_calls(data))
+
+
+def test_cli_dry_run_and_estimate_first_line(tmp_path: Path, isaid_prepared: Path, offline_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    data = _fresh(isaid_prepared, tmp_path / "d")
+    dry = CliRunner().invoke(app, ["describe", str(data), "--dry-run", "--model", "gpt-4o-mini", "--no-progress",
+                                   "--base-url", "https://api.openai.com/v1", "--instances-per-call", "2"])  # fmt: skip
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.startswith("dry run: nothing sent. model gpt-4o-mini, 8 tiles; USD per 1M tokens: in 0.15")
+    assert "2833 + 5667 per 512 px tile" in dry.output and "per 1,000 tiles" in dry.output
+    assert not (data / "samples.parquet").exists() and not (data / "lmm_cache").exists()
+    real = CliRunner().invoke(app, ["describe", str(data), "--base-url", offline_url, "--no-progress"])
+    assert real.exit_code == 0, real.output
+    first = real.output.splitlines()[0]
+    assert first.startswith("estimate for geopixeld-offline-describer-v1: 8 tiles, 48 calls (48 to send, 0 cached)")
+    assert (data / "samples.parquet").exists()
+    bad = CliRunner().invoke(app, ["describe", str(data), "--batch", "--no-progress"])
+    assert bad.exit_code == 2 and "--batch needs --base-url" in bad.output
