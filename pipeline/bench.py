@@ -5,7 +5,7 @@
    says how close prepare comes to the unavoidable I/O.
 2. Peak RSS of prepare on a generated 20000 × 20000 3-band GeoTIFF (must stay under 1.5 GB: windowed
    reads keep one band of tile rows in memory).
-3. Benchmarks of the other stages, when present (LMM client, review app).
+3. Benchmarks of the other stages, when present (LMM client, LMM cost per object vs grouped, review app).
 
 Run: ``python -m pipeline.bench [--quick]`` (``--quick`` uses a 6000² image for step 2).
 """
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_table("export (GCG Parquet) vs plain pyarrow write (best of 3)", r3))
     results["prepare_big"] = r2 = bench_big(6000 if args.quick else 20000, args.cache)
     print(_table("prepare of a large GeoTIFF (peak RSS)", r2))
-    for module in ("pipeline.bench_fidelity", "pipeline.lmm.bench", "annotations.bench", "flows.bench", "pipeline.sam.bench", "geopixel.bench"):
+    for module in ("pipeline.bench_fidelity", "pipeline.lmm.bench", "pipeline.bench_cost", "annotations.bench", "flows.bench", "pipeline.sam.bench", "geopixel.bench"):
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:
