@@ -4,13 +4,15 @@
 
 * the highest sum of RSS over the command's whole process tree (the process and every descendant,
   e.g. a describer server or Dask workers), sampled every ``interval`` seconds with psutil;
-* the kernel's own high-water mark of the process (``ru_maxrss`` from ``wait4``), which no sampling
-  interval can miss.
+* the kernel's own high-water mark of the command's process, which no sampling interval can miss, read
+  through GNU ``time`` (``/usr/bin/time -f %M``) when it is installed. (Not ``wait4`` from here: a child
+  inherits the high-water mark of the memory it was forked from, i.e. this process's.)
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -75,10 +77,13 @@ def run_measured(
     Raises:
         subprocess.TimeoutExpired: it ran longer than ``timeout`` seconds (the process tree is killed).
     """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    gnu_time = shutil.which("time", path="/usr/bin:/bin")
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".maxrss") as maxrss_file:
+        argv = [gnu_time, "-f", "%M", "-o", maxrss_file.name, *cmd] if gnu_time else list(cmd)
         start = time.perf_counter()
         proc = subprocess.Popen(
-            list(cmd), cwd=cwd, env=env, stdout=out, stderr=err,
+            argv, cwd=cwd, env=env, stdout=out, stderr=err,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, text=True,
         )
         if stdin is not None and proc.stdin is not None:
@@ -97,7 +102,7 @@ def run_measured(
         sampler.start()
         deadline = None if timeout is None else start + timeout
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if deadline is not None and time.perf_counter() > deadline:
@@ -113,7 +118,8 @@ def run_measured(
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        maxrss = usage.ru_maxrss * 1024  # kB on Linux
+        text = maxrss_file.read().strip().splitlines()
+        maxrss = int(text[-1]) * 1024 if text and text[-1].isdigit() else 0  # GNU time's %M is in kB
         return Measured(seconds, max(peak, maxrss), proc.returncode, out.read(), err.read())
 
 
