@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
 
 from .rle import LocalMask
 
@@ -73,7 +73,7 @@ def place_marks(
     result: dict[int, tuple[float, float, tuple[float, float, float, float]]] = {}
     for i in order:
         m = masks[i]
-        dist = ndimage.distance_transform_edt(np.pad(m.array, 1))[1:-1, 1:-1]
+        dist = depth_map(m.array)
         flat = dist.reshape(-1)
         # Candidates: pixels deep enough for the whole square to sit on the object (or the deepest ones
         # when it cannot), spread over the object so a free spot can be found.
@@ -99,6 +99,19 @@ def place_marks(
         placed.append(b)  # type: ignore[arg-type]
         result[i] = (float(cx[best]), float(cy[best]), b)  # type: ignore[assignment]
     return [result[i] for i in range(len(masks))]
+
+
+def depth_map(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance (px, float64) of each mask pixel to the nearest pixel outside the mask.
+
+    Outside the array counts as outside the mask. The exact transform (OpenCV's precise L2 mask, the
+    Felzenszwalb-Huttenlocher algorithm) gives float32 distances; squaring and rounding recovers the
+    integer squared distance, whose float64 root equals ``scipy.ndimage.distance_transform_edt``'s bit for
+    bit (float32 holds d² exactly enough up to depths of about 2,000 px, beyond any mark's size).
+    """
+    d = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    d64 = d[1:-1, 1:-1].astype(np.float64)
+    return np.sqrt(np.rint(d64 * d64))
 
 
 def _square_side(font_size: int, digits: int) -> float:
@@ -128,6 +141,8 @@ def draw_marks(
             draw.line([(w * k / 3, 0), (w * k / 3, h)], fill=(255, 255, 255), width=max(1, w // 400))
             draw.line([(0, h * k / 3), (w, h * k / 3)], fill=(255, 255, 255), width=max(1, h // 400))
     if contours:
+        from scipy import ndimage
+
         overlay = np.asarray(img).copy()
         for m in contours:
             arr = m.array

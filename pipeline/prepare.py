@@ -11,6 +11,7 @@ whose part files were made from the same inputs and settings is reused, so a cra
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import traceback
@@ -22,26 +23,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-from PIL import Image
 from tqdm import tqdm
 
-from . import priors
+from . import png, priors
 from .config import PrepareConfig, category_name
 from .errors import InputError, Skip
 from .ingest import ImageItem, get_adapter
-from .lmm.records import CALLS_SCHEMA
 from .marks import Mark, draw_marks, font_size_for_objects, place_marks
-from .raster import RowBandReader, compute_stretch, read_info, resolve_bands
+from .raster import RowBandReader, compute_stretch, rasterio, read_info, resolve_bands
 from .records import TileInstance
 from .rle import encode_local
-from .sam.naming import naming_columns
-from .sam.quality import instance_columns
-from .tables import CLUSTERS_SCHEMA, INSTANCES_SCHEMA, TILES_SCHEMA, concat_parts, write_table
+from .tables import (
+    CLUSTERS_SCHEMA,
+    INSTANCES_SCHEMA,
+    TILES_SCHEMA,
+    PartFileError,
+    check_part,
+    concat_parts,
+    write_table,
+)
 from .tiling import Tile, tile_grid
 
-PNG_COMPRESS_LEVEL = 3
+PNG_COMPRESS_LEVEL = png.LEVEL  # deflate level of tiles and set-of-marks images (lossless at any level)
 GDAL_CACHE_MB = 128
+PNG_PENDING = 6  # encoded-but-unwritten images a worker may hold (bounds memory: ~2 MB per 800² tile)
 NAMING_CALLS = "naming_calls.parquet"  # the category tier's LMM calls (automatic masks named by an LMM)
 TILE_BAR_MIN = 50  # images with at least this many tiles get their own progress bar
 REPORT_VERSION = 1
@@ -206,20 +211,46 @@ def process_tile(
                 "mask_model": inst.mask_model,
                 "mask_score": inst.mask_score,
                 "source_ref": inst.source_ref,
-                **instance_columns(inst.extras),
-                **naming_columns(inst.extras, inst.mask_source),
+                **_sam_columns(inst),
             }
         )
     return rows, cluster_rows, marks, dropped, font_size
 
 
+# The SAM and naming columns of an instance without SAM extras (what ``pipeline.sam.quality.instance_columns``
+# and ``pipeline.sam.naming.naming_columns`` return for empty extras), so label-only runs never import the
+# SAM modules (shapely geometry, prompts, the LMM client types).
+_NO_SAM_COLUMNS: dict[str, Any] = {
+    "sam_predicted_iou": None, "sam_stability": None, "sam_box_iou": None, "sam_box_fill": None,
+    "category_source": "annotation", "category_answer": None,
+}
+
+
+def _sam_columns(inst: TileInstance) -> dict[str, Any]:
+    if not inst.extras:
+        return {**_NO_SAM_COLUMNS, "sam_flags": [], "category_flags": []}
+    from .sam.naming import naming_columns
+    from .sam.quality import instance_columns
+
+    return {**instance_columns(inst.extras), **naming_columns(inst.extras, inst.mask_source)}
+
+
 def prepare_image(
-    item: ImageItem, config: PrepareConfig, out_dir: str | Path, resume: bool = True, progress: bool = False
+    item: ImageItem,
+    config: PrepareConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = False,
+    encode_threads: int | None = None,
 ) -> ImageReport:
     """Tile one image and write its tiles, marks and part tables. Never raises for bad input.
 
     ``progress`` shows a per-tile bar for images of many tiles (a 20000² scene has over a thousand).
+    ``encode_threads``: threads encoding PNGs while this one prepares the next tile (default: the CPU
+    cores this process may use).
     """
+    if encode_threads is None:
+        encode_threads = available_cpus()
     out = Path(out_dir)
     part_dir = out / "parts" / item.image_id
     signature = input_signature(item)
@@ -229,9 +260,11 @@ def prepare_image(
         try:
             old = json.loads(report_path.read_text())
             if old.get("signature") == signature and old.get("config_digest") == digest and old["status"] == "ok":
+                for name in ("tiles", "instances", "clusters"):  # a part cut short by a crash is redone
+                    check_part(part_dir / f"{name}.parquet")
                 old["status"] = "reused"
                 return ImageReport(**old)
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, KeyError, TypeError, PartFileError):
             pass
     report = ImageReport(item.image_id, item.image_path, "ok", signature=signature, config_digest=digest)
     written: list[Path] = []
@@ -239,7 +272,7 @@ def prepare_image(
         # GDAL's block cache defaults to 5 % of RAM; rows are read once, so a small cache suffices and
         # keeps peak memory independent of the image size.
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
-            _prepare_into(item, config, out, part_dir, report, written, progress)
+            _prepare_into(item, config, out, part_dir, report, written, progress, encode_threads)
     except (InputError, ValueError, OSError) as exc:
         path = exc.path if isinstance(exc, InputError) else item.image_path
         problem = exc.problem if isinstance(exc, InputError) else str(exc)
@@ -274,6 +307,7 @@ def _prepare_into(
     report: ImageReport,
     written: list[Path],
     progress: bool = False,
+    encode_threads: int = 1,
 ) -> None:
     info = read_info(item.image_path)
     loaded = get_adapter(item.format).load(item, info.width, info.height, info.crs, info.transform)
@@ -329,6 +363,7 @@ def _prepare_into(
                 yield (tile, 1.0 - float(vcrop.mean())), rgb, instances
 
     stream = rendered()
+    writer = png.PngWriter(threads=encode_threads, pending=PNG_PENDING)
     if masker is not None:
         from .sam import refine_batches
 
@@ -342,14 +377,18 @@ def _prepare_into(
             dropped.update(drops)
             tile_path = out / "tiles" / f"{tile.tile_id}.png"
             marks_path = out / "marks" / f"{tile.tile_id}.png"
-            Image.fromarray(rgb).save(tile_path, compress_level=PNG_COMPRESS_LEVEL)
             written.append(tile_path)
             contours = None
             if config.marks_contours:
                 marked = {r["instance_id"] for r in rows if r["mark"] is not None}
                 contours = [i.mask for i in instances if i.instance_id in marked]
-            draw_marks(rgb, marks, contours, config.marks_grid, font_size).save(marks_path, compress_level=PNG_COMPRESS_LEVEL)
             written.append(marks_path)
+            if marks or contours or config.marks_grid:
+                writer.write(tile_path, rgb)
+                marked_rgb = np.asarray(draw_marks(rgb, marks, contours, config.marks_grid, font_size))
+                writer.write(marks_path, marked_rgb)
+            else:  # nothing drawn: the set-of-marks image is the tile, the same bytes
+                writer.write(tile_path, rgb, also=marks_path)
             tile_rows.append(
                 {
                     "tile_id": tile.tile_id,
@@ -375,7 +414,9 @@ def _prepare_into(
             inst_rows.extend(rows)
             cluster_rows.extend(crows)
             report.marks += len(marks)
+        writer.close()  # every image written (an encoding or disk error is raised here, naming the file)
     finally:
+        writer.close(wait=False)
         bar.close()
         loaded.source.close()
     part_dir.mkdir(parents=True, exist_ok=True)
@@ -453,6 +494,8 @@ def merge(out_dir: str | Path, image_ids: Sequence[str]) -> dict[str, int]:
         counts[name] = concat_parts(parts, schema, out / f"{name}.parquet")
     calls = [out / "parts" / i / NAMING_CALLS for i in image_ids]
     if any(p.exists() for p in calls):  # only runs that named automatic masks have LMM calls here
+        from .lmm.records import CALLS_SCHEMA
+
         counts["naming_calls"] = concat_parts(calls, CALLS_SCHEMA, out / NAMING_CALLS)
     else:
         (out / NAMING_CALLS).unlink(missing_ok=True)
@@ -488,29 +531,62 @@ def _reason_key(reason: str) -> str:
     return reason.split(" (")[0].split(":")[0]
 
 
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | str, images: int, config: PrepareConfig) -> int:
+    """Processes for ``workers``: ``auto`` is one per CPU core, at most one per image, and 1 with SAM
+    (one model on one device); a number is taken as given (at least 1)."""
+    if isinstance(workers, str):
+        if workers.strip().lower() != "auto":
+            try:
+                workers = int(workers)
+            except ValueError:
+                raise ValueError(f"workers must be a number or 'auto', not {workers!r}") from None
+        elif config.masks == "sam":
+            return 1
+        else:
+            return max(1, min(available_cpus(), images))
+    return max(1, int(workers))
+
+
 def prepare(
     sources: Sequence[str | Path],
     config: PrepareConfig,
     out_dir: str | Path,
-    workers: int = 1,
+    workers: int | str = 1,
     resume: bool = True,
     progress: bool = True,
 ) -> PrepareSummary:
-    """Prepare every image found in ``sources``; see the module docstring for the outputs."""
+    """Prepare every image found in ``sources``; see the module docstring for the outputs.
+
+    ``workers``: images prepared in parallel, in processes (``auto``: see ``resolve_workers``). Each
+    process also encodes PNGs on its share of the CPU cores in threads, so one large image uses every core.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = with_sam_identity(config)
     items, discover_skips = discover(sources, config)
+    workers = resolve_workers(workers, len(items), config)
+    threads = max(1, available_cpus() // workers)
     reports: list[ImageReport] = []
     bar = tqdm(total=len(items), desc="prepare", unit="image", disable=not progress)
     if workers <= 1 or len(items) <= 1:
         for it in items:
-            reports.append(prepare_image(it, config, out, resume, progress))
+            reports.append(prepare_image(it, config, out, resume, progress, threads))
             bar.set_postfix(tiles=sum(r.tiles for r in reports))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(prepare_image, it, config, out, resume): it for it in items}
+        # fork where available: workers start at once with everything this process has imported
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(prepare_image, it, config, out, resume, False, threads): it for it in items}
             for fut in as_completed(futures):
                 it = futures[fut]
                 try:
@@ -527,7 +603,10 @@ def prepare(
     merge(out, [r.image_id for r in reports if r.status in ("ok", "reused")])
     summary = summarize(out, reports, discover_skips)
     payload = {"summary": asdict(summary), "config": config.model_dump(mode="json"), "images": [asdict(r) for r in reports]}
-    (out / "prepare_report.json").write_text(json.dumps(payload, indent=1, default=str))
+    report = out / "prepare_report.json"
+    tmp = report.with_name(report.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    tmp.replace(report)
     return summary
 
 

@@ -25,10 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from .rle import LocalMask
 
@@ -103,10 +101,34 @@ def _boundary_points(arr: np.ndarray) -> np.ndarray:
     padded = np.pad(arr, 1)
     interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     ys, xs = np.nonzero(arr & ~interior)
-    corners = np.concatenate(
-        [np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)], axis=0
-    ).astype(np.float64)
-    return corners
+    corners = np.empty((4, xs.size, 2), dtype=np.float64)
+    for k, (dx, dy) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        corners[k, :, 0] = xs + dx
+        corners[k, :, 1] = ys + dy
+    return corners.reshape(-1, 2)
+
+
+def _hull(points: np.ndarray) -> np.ndarray | None:
+    """Convex hull vertices of integer-valued points, counter-clockwise in (x, y), without collinear points.
+
+    The same vertices in the same cyclic order as Qhull's (``scipy.spatial.ConvexHull(points).vertices``),
+    possibly starting at another vertex; ``None`` when the points are collinear.
+    """
+    if len(points) < 3:
+        return None
+    hull = cv2.convexHull(points.astype(np.float32), clockwise=False)[:, 0, :].astype(np.float64)
+    if len(hull) < 3:
+        return None
+    return hull
+
+
+def _qhull(points: np.ndarray) -> np.ndarray | None:
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        return points[ConvexHull(points).vertices]
+    except (QhullError, ValueError):
+        return None
 
 
 def min_area_rect(points: np.ndarray) -> tuple[float, float, float] | None:
@@ -114,11 +136,22 @@ def min_area_rect(points: np.ndarray) -> tuple[float, float, float] | None:
 
     Rotating calipers over the convex hull's edges: the best rectangle has a side on one of them.
     Returns ``(long_side, short_side, angle_deg)`` or ``None`` for degenerate (collinear) input.
+
+    The hull comes from OpenCV. Only when several edges give exactly the same smallest area with different
+    results (symmetric shapes: a rectangle's sides, where angles can differ in the last bit) is Qhull asked
+    for its vertex order, which decides the tie as it always has.
     """
-    try:
-        hull = points[ConvexHull(points).vertices]
-    except (QhullError, ValueError):
+    hull = _hull(points)
+    if hull is None:
         return None
+    result = _calipers(hull)
+    if result is None:
+        hull = _qhull(points)
+        result = _calipers(hull, ties_ok=True) if hull is not None else None
+    return result
+
+
+def _calipers(hull: np.ndarray, ties_ok: bool = False) -> tuple[float, float, float] | None:
     edges = np.roll(hull, -1, axis=0) - hull
     angles = np.arctan2(edges[:, 1], edges[:, 0])
     cos, sin = np.cos(angles), np.sin(angles)
@@ -127,9 +160,16 @@ def min_area_rect(points: np.ndarray) -> tuple[float, float, float] | None:
     v = -hull[None, :, 0] * sin[:, None] + hull[None, :, 1] * cos[:, None]
     du = u.max(axis=1) - u.min(axis=1)
     dv = v.max(axis=1) - v.min(axis=1)
-    best = int(np.argmin(du * dv))
-    a, b = float(du[best]), float(dv[best])
-    theta = float(angles[best]) if a >= b else float(angles[best]) + math.pi / 2
+    area = du * dv
+    best = int(np.argmin(area))
+    results = {_rect(float(du[k]), float(dv[k]), float(angles[k])) for k in np.flatnonzero(area == area[best])}
+    if len(results) > 1 and not ties_ok:
+        return None  # the pick depends on where the hull starts: let Qhull's order decide
+    return _rect(float(du[best]), float(dv[best]), float(angles[best]))
+
+
+def _rect(a: float, b: float, edge_angle: float) -> tuple[float, float, float]:
+    theta = edge_angle if a >= b else edge_angle + math.pi / 2
     # Image y grows downwards; flip it so angles read counter-clockwise as on a map.
     angle = math.degrees(math.atan2(-math.sin(theta), math.cos(theta))) % 180.0
     return max(a, b), min(a, b), angle
@@ -158,20 +198,42 @@ class ClusterGroup:
 
 
 def cluster_points(points: np.ndarray, sizes: np.ndarray, tile_side: int, link: float = 2.5) -> list[list[int]]:
-    """Single-linkage groups of points, link distance from the median object size (see module doc)."""
+    """Single-linkage groups of points, link distance from the median object size (see module doc).
+
+    Groups are lists of indexes in increasing order, ordered by their first index. Pairs closer than the
+    link distance (inclusive) are joined; distances are compared squared, in blocks of rows, so memory
+    stays ``O(block × n)``.
+    """
     n = len(points)
     if n == 0:
         return []
     if n == 1:
         return [[0]]
     eps = float(np.clip(link * np.median(sizes), 8.0, tile_side / 4.0))
-    pairs = cKDTree(points).query_pairs(eps, output_type="ndarray")
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else coo_matrix((n, n))
-    k, labels = connected_components(graph, directed=False)
-    groups: list[list[int]] = [[] for _ in range(k)]
-    for i, lab in enumerate(labels):
-        groups[int(lab)].append(i)
-    return groups
+    pts = np.asarray(points, dtype=np.float64)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    block = max(1, 2_000_000 // n)
+    for start in range(0, n, block):
+        diff = pts[start : start + block, None, :] - pts[None, :, :]
+        close = (diff**2).sum(axis=2) <= eps * eps  # squared, as scipy's cKDTree.query_pairs compares
+        rows, cols = np.nonzero(close)
+        rows += start
+        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
+            if j > i:
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
 
 
 def cluster_position(points: np.ndarray, width: int, height: int) -> str:

@@ -107,14 +107,71 @@ def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> No
     tmp.replace(path)
 
 
+MERGE_ROW_GROUP = 65_536  # rows per row group of a merged table (memory holds about one row group)
+
+
+class PartFileError(OSError):
+    """A part file that cannot be read back (truncated by a crash, overwritten, not Parquet)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+def check_part(path: Path) -> int:
+    """Row count of a part file from its footer; raises ``PartFileError`` naming it when unreadable."""
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (pa.ArrowException, OSError) as exc:
+        raise PartFileError(path, f"part file is truncated or not Parquet ({exc})") from None
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order (missing ones null, types cast)."""
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            columns.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def concat_parts(paths: list[Path], schema: pa.Schema, out: Path) -> int:
-    """Concatenate per-image part files into one table; returns its row count."""
-    tables = [pq.read_table(p, schema=schema) for p in paths if p.exists()]
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    """Concatenate per-image part files into one table, one row group in memory at a time; returns rows.
+
+    Missing parts are skipped. Every part's footer is checked before anything is written, so a truncated
+    or unreadable part raises ``PartFileError`` naming it and leaves ``out`` as it was; the result is
+    written to a temporary name and renamed when complete.
+    """
+    present = [p for p in paths if p.exists()]
+    for p in present:
+        check_part(p)
     tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(out)
-    return table.num_rows
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            buffered: list[pa.Table] = []  # small parts are gathered into row groups of ~MERGE_ROW_GROUP rows
+            for p in present:
+                try:
+                    part = pq.ParquetFile(p)
+                    for i in range(part.num_row_groups):
+                        group = _conform(part.read_row_group(i), schema)
+                        buffered.append(group)
+                        rows += group.num_rows
+                        if sum(t.num_rows for t in buffered) >= MERGE_ROW_GROUP:
+                            writer.write_table(pa.concat_tables(buffered))
+                            buffered = []
+                except (pa.ArrowException, OSError) as exc:
+                    raise PartFileError(p, f"part file cannot be read ({exc})") from None
+            if buffered:
+                writer.write_table(pa.concat_tables(buffered))
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
 
 PHRASE_TYPE = pa.struct(
     [

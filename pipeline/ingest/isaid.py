@@ -1,9 +1,11 @@
 """iSAID: ``P.png`` with ``P_instance_id_RGB.png`` (instance id = R + 256·G + 65536·B, 0 = background)
 and ``P_instance_color_RGB.png`` (the class is the colour of the same pixels).
 
-The masks are read twice in row strips — once for per-instance statistics (total area, full
-extent, class by majority colour), once band by band with the tiles — so memory follows the tile
-band, not the image, and the image itself is decoded once (the devkit decodes everything three times).
+Each mask is decoded once. A first pass over row strips gathers per-instance statistics (total area,
+full extent, class by majority colour); the id codes it decoded are kept (as ``int32``, 4 bytes per
+pixel) when they fit ``KEEP_CODES_MB``, and tiles are cut from them. Larger images keep nothing: the
+id mask is read a second time band by band with the tiles, so memory follows the tile band, not the
+image. The image itself is decoded once either way (the devkit decodes everything three times).
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InputError, Skip
 from ..raster import RowBandReader, read_info
 from ..records import TileInstance
 from ..rle import LocalMask
 from ..tiling import Tile
-from .base import ImageItem, LoadedAnnotations, image_files
+from .items import ImageItem, LoadedAnnotations, image_files
 
 # iSAID class colours (RGB) → class name, from the iSAID devkit.
 ISAID_CLASSES: dict[tuple[int, int, int], str] = {
@@ -44,16 +45,42 @@ _CODE_TO_CLASS = {r + 256 * g + 65536 * b: name for (r, g, b), name in ISAID_CLA
 ID_SUFFIX = "_instance_id_RGB"
 COLOR_SUFFIX = "_instance_color_RGB"
 STRIP_ROWS = 512
+KEEP_CODES_MB = 64  # id codes of images up to 16 MP are kept after the first pass (no second decode)
 
 
 def _rgb_code(rgb: np.ndarray) -> np.ndarray:
-    """``3×H×W`` uint8 → ``H×W`` int64 code ``R + 256·G + 65536·B``."""
-    r, g, b = (rgb[i].astype(np.int64) for i in range(3))
-    return r + 256 * g + 65536 * b
+    """``3×H×W`` uint8 → ``H×W`` int32 code ``R + 256·G + 65536·B``."""
+    code = rgb[0].astype(np.int32)
+    code |= rgb[1].astype(np.int32) << 8
+    code |= rgb[2].astype(np.int32) << 16
+    return code
+
+
+def _label_boxes(fg: np.ndarray, inverse: np.ndarray, n: int) -> np.ndarray:
+    """Bounding boxes ``[y0, y1, x0, x1)`` (end-exclusive) of labels ``0..n-1`` of the pixels ``fg``.
+
+    ``inverse`` holds each foreground pixel's label, in row-major order (as ``ids[fg]``); every label
+    in ``0..n-1`` occurs. The same boxes ``scipy.ndimage.find_objects`` gives, without a label image.
+    """
+    ys, xs = np.nonzero(fg)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0])
+    if len(starts) != n:
+        raise AssertionError("every label must occur")
+    ys, xs = ys[order], xs[order]
+    return np.stack(
+        [
+            np.minimum.reduceat(ys, starts),
+            np.maximum.reduceat(ys, starts) + 1,
+            np.minimum.reduceat(xs, starts),
+            np.maximum.reduceat(xs, starts) + 1,
+        ],
+        axis=1,
+    )
 
 
 class IsaidMasks:
-    """Instance masks of one iSAID image, streamed in row bands."""
+    """Instance masks of one iSAID image: statistics from one pass, then tiles cut from the id codes."""
 
     def __init__(self, id_path: str, color_path: str, width: int, height: int) -> None:
         self.id_path, self.color_path = id_path, color_path
@@ -68,34 +95,36 @@ class IsaidMasks:
         self.extent: dict[int, list[int]] = {}  # id -> [xmin, ymin, xmax, ymax] (inclusive)
         self.category: dict[int, str] = {}
         self.recoloured = 0  # pixels whose colour disagreed with their instance's class
-        self._stats()
-        self._ids = RowBandReader(id_path, [1, 2, 3])
+        self._codes: np.ndarray | None = None  # H×W int32 id codes, when small enough to keep
+        self._stats(keep=width * height * 4 <= KEEP_CODES_MB * 2**20)
+        self._ids = None if self._codes is not None else RowBandReader(id_path, [1, 2, 3])
 
-    def _stats(self) -> None:
+    def _stats(self, keep: bool) -> None:
         area: Counter[int] = Counter()
         colours: dict[int, Counter[int]] = defaultdict(Counter)
         extent: dict[int, list[int]] = {}
+        kept: list[np.ndarray] = []
         with RowBandReader(self.id_path, [1, 2, 3]) as ids_r, RowBandReader(self.color_path, [1, 2, 3]) as col_r:
             for y0 in range(0, self.height, STRIP_ROWS):
                 y1 = min(self.height, y0 + STRIP_ROWS)
                 ids = _rgb_code(ids_r.rows(y0, y1)[0])
+                if keep:
+                    kept.append(ids)
                 cols = _rgb_code(col_r.rows(y0, y1)[0])
                 fg = ids > 0
                 if not fg.any():
                     continue
-                uid, inverse, counts = np.unique(ids[fg], return_inverse=True, return_counts=True)
+                fg_ids = ids[fg]
+                uid, inverse, counts = np.unique(fg_ids, return_inverse=True, return_counts=True)
+                inverse = inverse.reshape(-1)
                 for u, c in zip(uid.tolist(), counts.tolist(), strict=True):
                     area[u] += c
-                pair, pair_counts = np.unique(ids[fg] * (1 << 24) + cols[fg], return_counts=True)
+                pair, pair_counts = np.unique(fg_ids.astype(np.int64) * (1 << 24) + cols[fg], return_counts=True)
                 for p, c in zip(pair.tolist(), pair_counts.tolist(), strict=True):
                     colours[p >> 24][p & 0xFFFFFF] += c
-                labels = np.zeros(ids.shape, dtype=np.int32)
-                labels[fg] = inverse.reshape(-1) + 1
-                for k, sl in enumerate(ndimage.find_objects(labels)):
-                    if sl is None:
-                        continue
-                    u = int(uid[k])
-                    box = [sl[1].start, y0 + sl[0].start, sl[1].stop - 1, y0 + sl[0].stop - 1]
+                boxes = _label_boxes(fg, inverse, len(uid))
+                for u, (by0, by1, bx0, bx1) in zip(uid.tolist(), boxes.tolist(), strict=True):
+                    box = [bx0, y0 + by0, bx1 - 1, y0 + by1 - 1]
                     if u in extent:
                         e = extent[u]
                         extent[u] = [min(e[0], box[0]), min(e[1], box[1]), max(e[2], box[2]), max(e[3], box[3])]
@@ -117,23 +146,28 @@ class IsaidMasks:
             raise InputError(self.color_path, f"unknown iSAID class colour(s) for whole instances: {shown}")
         self.total_area = dict(area)
         self.extent = extent
+        if keep:
+            self._codes = np.concatenate(kept, axis=0) if len(kept) > 1 else kept[0]
 
     def instances_in(self, tile: Tile) -> list[TileInstance]:
-        rows, _ = self._ids.rows(tile.y0, tile.y1)
-        ids = _rgb_code(rows[:, :, tile.x0 : tile.x1])
+        if self._codes is not None:
+            ids = self._codes[tile.y0 : tile.y1, tile.x0 : tile.x1]
+        else:
+            assert self._ids is not None
+            rows, _ = self._ids.rows(tile.y0, tile.y1)
+            ids = _rgb_code(rows[:, :, tile.x0 : tile.x1])
         fg = ids > 0
         if not fg.any():
             return []
-        uid, inverse = np.unique(ids[fg], return_inverse=True)
+        uid, inverse, counts = np.unique(ids[fg], return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
         labels = np.zeros(ids.shape, dtype=np.int32)
-        labels[fg] = inverse.reshape(-1) + 1
+        labels[fg] = inverse + 1
+        boxes = _label_boxes(fg, inverse, len(uid))
         out = []
-        for k, sl in enumerate(ndimage.find_objects(labels)):
-            if sl is None:
-                continue
-            inst = int(uid[k])
-            crop = labels[sl] == k + 1
-            visible = int(crop.sum())
+        name = Path(self.id_path).name
+        for k, (inst, visible, (y0, y1, x0, x1)) in enumerate(zip(uid.tolist(), counts.tolist(), boxes.tolist(), strict=True)):
+            crop = labels[y0:y1, x0:x1] == k + 1
             total = self.total_area.get(inst, visible)
             ex = self.extent[inst]
             inside = ex[0] >= tile.x0 and ex[1] >= tile.y0 and ex[2] < tile.x1 and ex[3] < tile.y1
@@ -141,17 +175,19 @@ class IsaidMasks:
                 TileInstance(
                     instance_id=inst,
                     category=self.category[inst],
-                    mask=LocalMask(sl[1].start, sl[0].start, crop),
+                    mask=LocalMask(x0, y0, crop),
                     visible_fraction=min(1.0, visible / total) if total else 0.0,
                     truncated=not inside,
                     geometry_kind="mask",
-                    source_ref=f"{Path(self.id_path).name}#{inst}",
+                    source_ref=f"{name}#{inst}",
                 )
             )
         return out
 
     def close(self) -> None:
-        self._ids.close()
+        if self._ids is not None:
+            self._ids.close()
+        self._codes = None
 
 
 class IsaidAdapter:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Skip
-from .base import ImageItem, LoadedAnnotations, NoAnnotations, image_files
+from .items import ImageItem, LoadedAnnotations, NoAnnotations, image_files
 
 
 class RasterAdapter:
