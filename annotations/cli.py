@@ -88,7 +88,9 @@ def add_user_command(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
     ] = False,
-    replace: Annotated[bool, typer.Option(help="Set a new password (and role) for an existing user.")] = False,
+    replace: Annotated[
+        bool, typer.Option(help="Set a new password (and role) for an existing user.")
+    ] = False,
     role: Annotated[
         str, typer.Option(help="annotator, or lead (bulk accept, user management, reports).")
     ] = "annotator",

@@ -81,6 +81,7 @@ function syncActions() {
 // A fix being typed is copied to localStorage on every keystroke, so that it survives an expired
 // session, a reload or a crash; it is offered again when the same annotator opens the same sample.
 const DRAFT_PREFIX = "gpx-draft:";
+const MIN_DWELL_MS = 250;
 const DRAFT_MAX_AGE_MS = 14 * 24 * 3600 * 1000;
 const draftKey = (tileId) => `${DRAFT_PREFIX}${state.me.user}:${tileId}`;
 
@@ -423,7 +424,15 @@ async function open(tileId, { push = true } = {}) {
     retry.addEventListener("click", () => open(tileId, { push: false }));
     banner("error", `The tile image of ${tileId} could not be loaded, so it cannot be decided now (j skips it).`, retry);
   }
-  state.ready = !imageError;
+  // A sample can be decided once it has been on screen for MIN_DWELL_MS: a double press, or a key
+  // pressed just as the next sample appears, does not decide a sample nobody has seen.
+  if (!imageError) {
+    setTimeout(() => {
+      if (token !== state.loadToken) return;
+      state.ready = true;
+      syncActions();
+    }, MIN_DWELL_MS);
+  }
   syncActions();
   $("stage").classList.remove("loading");
   $("spinner").classList.add("hidden");
@@ -970,6 +979,12 @@ $("viewport").addEventListener("pointermove", (event) => {
 $("viewport").addEventListener("pointerleave", () => { if (state.hover !== null) setHover(null); });
 
 // ---------------------------------------------------------------- start
+
+// For tests: what the page thinks it is doing.
+window.__gpxState = () => ({
+  tileId: state.tileId, ready: state.ready, busy: state.busy, done: state.done, mode: state.mode,
+  loadToken: state.loadToken, history: state.history, pos: state.pos,
+});
 
 // For annotations/bench.py: the cost of one full overlay redraw (as on hover), in milliseconds.
 window.__gpxRedraw = () => {

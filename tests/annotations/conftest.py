@@ -60,7 +60,9 @@ class TileSpec:
 
     tile_id: str
     pieces: list[str | Phrase]
-    flags: list[tuple[str, str, str]] = field(default_factory=list)  # (code, severity, detail)
+    # (code, severity, detail) or, as the describe stage now writes them, (code, severity, detail, phrase
+    # index or None, instance ids or None)
+    flags: list[tuple[Any, ...]] = field(default_factory=list)
     size: int = 128
 
 
@@ -99,11 +101,29 @@ def sample_row(spec: TileSpec) -> dict[str, Any]:
         "caption": caption,
         "phrases": phrases,
         "masks": masks,
-        "flags": [{"code": c, "severity": s, "detail": d} for c, s, d in spec.flags],
+        "flags": [
+            dict(zip(("code", "severity", "detail", "phrase", "instance_ids"), flag, strict=False))
+            for flag in spec.flags
+        ],
         "max_severity": max_severity,
         "lmm_model": "test-lmm",
         "prompt_version": "v1",
     }
+
+
+# samples.parquet with the flag fields the describe stage adds (phrase, instance_ids).
+NEW_FLAG_TYPE = pa.struct(
+    [
+        ("code", pa.string()),
+        ("severity", pa.string()),
+        ("detail", pa.string()),
+        ("phrase", pa.int32()),
+        ("instance_ids", pa.list_(pa.int64())),
+    ]
+)
+NEW_FLAGS_SCHEMA = SAMPLES_SCHEMA.set(
+    SAMPLES_SCHEMA.get_field_index("flags"), pa.field("flags", pa.list_(NEW_FLAG_TYPE))
+)
 
 
 def write_dataset(root: Path, specs: list[TileSpec], image: np.ndarray | None = None) -> Path:
@@ -145,7 +165,8 @@ def write_dataset(root: Path, specs: list[TileSpec], image: np.ndarray | None = 
                         "cluster_id": None,
                     }
                 )
-    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), root / "samples.parquet")
+    schema = NEW_FLAGS_SCHEMA if any(len(f) > 3 for spec in specs for f in spec.flags) else SAMPLES_SCHEMA
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), root / "samples.parquet")
     pq.write_table(pa.Table.from_pylist(instances, schema=INSTANCES_SCHEMA), root / "instances.parquet")
     return root
 
@@ -254,6 +275,15 @@ def _drop_review_tables(db_url: str) -> None:
         metadata.drop_all(engine)
     finally:
         engine.dispose()
+
+
+def review_db_url() -> str | None:
+    """The PostgreSQL URL the tests run against (``GEOPIXELD_REVIEW_TEST_DB``), its review tables
+    dropped; None for SQLite in the data directory."""
+    url = os.environ.get("GEOPIXELD_REVIEW_TEST_DB") or None
+    if url:
+        _drop_review_tables(url)
+    return url
 
 
 @pytest.fixture
@@ -368,4 +398,5 @@ def tools() -> SimpleNamespace:
         XSS_TEXT=XSS_TEXT,
         serve=serve_review,
         cli=run_cli,
+        review_db_url=review_db_url,
     )

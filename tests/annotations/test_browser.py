@@ -130,8 +130,19 @@ def browser_data(tmp_path: Path, tools: Any, isaid_tile: Any) -> Path:
 
 @pytest.fixture
 def server(browser_data: Path, tools: Any) -> Iterator[str]:
-    """The real review server (``python -m annotations.cli serve``) on a free port; stopped by PID."""
-    _cli("add-user", "alice", "--data", str(browser_data), "--password-stdin", stdin=f"{tools.PASSWORD}\n")
+    """The real review server (``python -m annotations.cli serve``) on a free port; stopped by PID.
+    With ``GEOPIXELD_REVIEW_TEST_DB`` set it keeps its decisions in that PostgreSQL database."""
+    db = tools.review_db_url()
+    db_args = ["--db", db] if db else []
+    _cli(
+        "add-user",
+        "alice",
+        "--data",
+        str(browser_data),
+        *db_args,
+        "--password-stdin",
+        stdin=f"{tools.PASSWORD}\n",
+    )
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -145,6 +156,7 @@ def server(browser_data: Path, tools: Any) -> Iterator[str]:
             str(port),
             "--spot-check-rate",
             "0",
+            *db_args,
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -267,7 +279,8 @@ def test_review_three_samples_with_the_keyboard(
     shot = _screenshot(driver, "review_e2e.png")
     assert shot.stat().st_size > 10_000
 
-    status = {r["tile_id"]: r for r in load_decisions(browser_data).to_pylist()}
+    db = os.environ.get("GEOPIXELD_REVIEW_TEST_DB") or None
+    status = {r["tile_id"]: r for r in load_decisions(browser_data, db).to_pylist()}
     assert [
         status[t]["review_status"]
         for t in ("T1_0_800_0_800", "T2_0_800_0_800", "T3_0_800_0_800", "T4_0_800_0_800")
