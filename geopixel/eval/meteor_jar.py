@@ -13,11 +13,13 @@ Without Java (or without ``pycocoevalcap``) :mod:`geopixel.eval.meteor` is the f
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -157,12 +159,36 @@ class MeteorJar:
         return corpus, dict(zip(keys, scores, strict=True))
 
 
+_SHARED: dict[str, MeteorJar] = {}
+_LOCK = threading.Lock()
+
+
+def _close_shared() -> None:
+    for jar in _SHARED.values():
+        jar.close()
+    _SHARED.clear()
+
+
 def meteor_jar_score(
     candidates: Mapping[str, str], references: Mapping[str, Sequence[str]], java: str = "java"
 ) -> tuple[float, dict[str, float]]:
-    """:meth:`MeteorJar.score` with a jar started and stopped for this call."""
-    with MeteorJar(java=java) as jar:
-        return jar.score(candidates, references)
+    """:meth:`MeteorJar.score` on a jar shared by this process: started on first use (it takes seconds to
+    load its WordNet and paraphrase data), stopped at exit; restarted once if it has died."""
+    with _LOCK:
+        for attempt in (1, 2):
+            jar = _SHARED.get(java)
+            if jar is None:
+                if not _SHARED:
+                    atexit.register(_close_shared)
+                jar = _SHARED[java] = MeteorJar(java=java)
+            try:
+                return jar.score(candidates, references)
+            except RuntimeError:
+                jar.close()
+                del _SHARED[java]
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
 
 
 BACKENDS = ("auto", "jar", "python")
