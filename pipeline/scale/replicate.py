@@ -50,7 +50,9 @@ def replicate(src: str | Path, dst: str | Path, copies: int) -> int:
     dst.mkdir(parents=True, exist_ok=True)
     paths = ("tile_path", "marks_path")
     tables = {n: pq.read_table(src / f"{n}.parquet") for n in TABLES if (src / f"{n}.parquet").is_file()}
-    tile_paths = tables["tiles"].column("tile_path").to_pylist()
+    tile_paths = [
+        rel for col in paths if col in tables["tiles"].schema.names for rel in tables["tiles"].column(col).to_pylist()
+    ]
     writers = {n: pq.ParquetWriter(dst / f"{n}.parquet.tmp", t.schema) for n, t in tables.items()}
     try:
         for c in range(copies):
