@@ -83,6 +83,9 @@ def build_geopixeld(
     runner: str = "threads",
     dask_address: str | None = None,
     workers: int = 2,
+    dry_run: bool = False,
+    instances_per_call: int = 1,
+    batch: bool = False,
 ) -> dict[str, Any]:
     """Build a GeoPixelD-style dataset: prepare, describe, validate, export and (with a store) publish.
 
@@ -109,9 +112,28 @@ def build_geopixeld(
         dask_address: an existing Dask scheduler (``tcp://host:8786``); none starts a local cluster of
             ``workers`` processes on 127.0.0.1 (runner ``dask`` only).
         workers: threads, or local Dask worker processes.
+        dry_run: prepare, then only count what describe would send (calls, tokens, price per tier, whole
+            dataset and per 1,000 tiles) and stop: nothing is sent, validated, exported or published.
+        instances_per_call: marked objects of one tile per LMM request (1: one per call, as the paper).
+        batch: send describe's requests through the OpenAI Batch API (half price, within 24 h).
     """
     check_runner(runner)
     out_dir = absolute(out)
+    describe_options = {
+        **(describe_options or {}),
+        **({"instances_per_call": instances_per_call} if instances_per_call != 1 else {}),
+        **({"batch": True} if batch else {}),
+    }
+    if dry_run:
+        with shared_scheduler(runner, dask_address, workers) as address:
+            prepared = prepare_stage(
+                source, out_dir, format, tile_size, overlap, prepare_options,
+                runner=runner, dask_address=address, workers=workers,
+            )  # fmt: skip
+        planned = describe_stage(
+            out_dir, base_url, model, concurrency, prompts, batch_tiles, describe_options, dry_run=True
+        )
+        return {"out_dir": out_dir, "dry_run": True, "prepare": prepared.get("text"), **planned}
     export_dir = str(Path(out_dir) / "export")
     run: dict[str, Any] = {
         "out_dir": out_dir,

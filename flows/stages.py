@@ -54,8 +54,10 @@ from flows.tasks import (
     release_exists,
     write_descriptions,
 )
+from pipeline.batchmode import fill_batches
 from pipeline.config import PrepareConfig
 from pipeline.describe import DescribeConfig
+from pipeline.dryrun import dry_run as plan_cost
 
 DEFAULT_FORMATS = ["gcg-parquet", "coco", "geopixel", "glamm"]
 DEFAULT_RATIOS = [0.8, 0.1, 0.1]
@@ -183,6 +185,7 @@ def describe_stage(
     runner: str = "threads",
     dask_address: str | None = None,
     workers: int = 2,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Describe: prepared tiles in OUT → LMM descriptions → grounded GCG samples with validation flags.
 
@@ -193,10 +196,13 @@ def describe_stage(
         concurrency: LMM requests in flight at once per batch.
         prompts: prompt set name under ``prompts/`` or a folder (default geopixeld-v1).
         batch_tiles: tiles per describe task.
-        describe_options: any other ``DescribeConfig`` field, e.g. ``{"max_retries": 2}``.
+        describe_options: any other ``DescribeConfig`` field, e.g. ``{"max_retries": 2}``,
+            ``{"instances_per_call": 4}`` (grouped objects) or ``{"batch": true}`` (the OpenAI Batch API).
         runner: ``threads`` or ``dask``.
         dask_address: an existing Dask scheduler; none starts a local cluster (runner ``dask`` only).
         workers: threads, or local Dask worker processes.
+        dry_run: send nothing: log and return the calls, tokens and price the run would take
+            (:mod:`pipeline.dryrun`). A real run logs the same estimate first.
     """
     logger = get_run_logger()
     data_dir = absolute(out)
@@ -208,6 +214,13 @@ def describe_stage(
         batch_tiles=batch_tiles,
         **(describe_options or {}),
     )
+    estimate = plan_cost(data_dir, config, progress=False)
+    logger.info(estimate.headline())
+    if dry_run:
+        logger.info("%s", estimate.text())
+        return {"dry_run": True, "estimate": estimate.to_dict(), "text": estimate.text(), "this_run": {"lmm_sent": 0}}
+    if config.batch:  # every request through the Batch API first; the mapped batches then read the cache
+        logger.info("batch api: %s", fill_batches(data_dir, config, progress=False))
     batches = list_tile_batches(data_dir, config.batch_tiles)
     if not lmm_limit_exists():
         logger.warning(
