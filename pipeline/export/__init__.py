@@ -86,6 +86,8 @@ class ExportSummary:
         if self.extra.get("geopixel_left_out"):
             lines.append("  left out of the GeoPixel format: "
                          + ", ".join(f"{k} {v}" for k, v in sorted(self.extra["geopixel_left_out"].items())))
+        if self.extra.get("glamm_gt_left_out"):
+            lines.append(f"  left out of the GLaMM-form ground truth (no [SEG]): {self.extra['glamm_gt_left_out']}")
         if self.extra.get("captions_unquoted"):
             lines.append(f"  captions whose opening quote mark was removed: {self.extra['captions_unquoted']}")
         if self.extra.get("geo_text"):
@@ -182,9 +184,11 @@ class _SplitWriters:
             self.writers.append(self.images)
         if "gcg-parquet" in formats:
             self.writers.append(ShardWriter(split, out / "data", shard_bytes, row_group_bytes=group_bytes))
+        self.glamm_gt: GlammGroundTruthWriter | None = None
         if "coco" in formats:
             self.writers.append(CocoWriter(split, out / "coco"))
-            self.writers.append(GlammGroundTruthWriter(split, out / "coco"))
+            self.glamm_gt = GlammGroundTruthWriter(split, out / "coco")
+            self.writers.append(self.glamm_gt)
         if "geopixel" in formats:
             self.geopixel = GeoPixelWriter(split, out / "geopixel", geopixel_prefix, self.images)
             self.writers.append(self.geopixel)
@@ -397,6 +401,9 @@ def export(
                     if geopixel is not None:
                         polygon.merge(geopixel.stats)
                         skipped_geopixel.update(geopixel.skipped)
+                    glamm_gt = writers[split].glamm_gt
+                    if glamm_gt is not None and glamm_gt.skipped:
+                        notes["GLaMM-form ground truth: no [SEG]"] += glamm_gt.skipped
             _write_geopixel_list(stage, writers, split_names)
             if "geo" in formats:  # GeoParquet layers, streamed image by image (pipeline.geo)
                 from ..geo import GeoConfig, write_geo_layers
@@ -436,7 +443,8 @@ def export(
             (stage / "export.json").write_text(json.dumps(info, indent=1))
     rejected = review_counts.get("rejected", 0)
     extra = {**extra, "filtered": dict(dropped), "captions_unquoted": notes.get("unquoted", 0),
-             "geopixel_left_out": dict(skipped_geopixel)}
+             "geopixel_left_out": dict(skipped_geopixel),
+             "glamm_gt_left_out": notes.get("GLaMM-form ground truth: no [SEG]", 0)}
     return ExportSummary(
         out_dir=str(out), splits=splits, formats=list(formats), files=files + 2, rejected=rejected,
         review=dict(review_counts), polygon_iou_min=polygon.iou_min,

@@ -363,17 +363,22 @@ class GlammGroundTruthWriter:
     ``category_id`` 1 only — GLaMM's evaluator scores category 1) and ``{split}_gcg_coco_caption_gt.json``
     (``caption`` plus ``labels``, the phrases in the order of the image's annotations). Image ids are the
     tile ids, i.e. the image file stems, which is how GLaMM names its prediction files (``{stem}.json``) and
-    looks them up (``{gt id}.json``)."""
+    looks them up (``{gt id}.json``). Samples without a grounded phrase are left out (counted in
+    :attr:`skipped`): GLaMM's mIoU scores such an image 0 whatever the model does."""
 
     def __init__(self, split: str, out: Path) -> None:
         self.split, self.out = split, out
         out.mkdir(parents=True, exist_ok=True)
+        self.skipped = 0
         self.images = JsonArray(out / f".glamm_images_{split}.part")
         self.anns = JsonArray(out / f".glamm_masks_{split}.part")
         self.caps = JsonArray(out / f".glamm_captions_{split}.part")
 
     def add(self, r: dict[str, Any]) -> None:
         stem = r["tile_id"]
+        if not r["masks"]:
+            self.skipped += 1
+            return
         self.images.add({"id": stem, "file_name": f"{stem}.png", "width": r["width"], "height": r["height"]})
         for m in r["masks"]:
             self.anns.add({"id": self.anns.count + 1, "image_id": stem, "category_id": 1, "segmentation": dict(m),

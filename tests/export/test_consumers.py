@@ -237,11 +237,13 @@ def _glamm_predictions(out: Path, split: str, folder: Path) -> None:
             "pred_masks": r["masks"]}))
 
 
-def _glamm_evaluate(gt_dir: Path, split: str, pred_dir: Path) -> dict[str, float]:
-    """GLaMM's ``evaluate.py`` steps that need no model: AP (COCOeval, category 1) and its Recall pairing."""
+def _glamm_evaluate(gt_dir: Path, split: str, pred_dir: Path) -> dict[str, Any]:
+    """GLaMM's ``evaluate.py`` steps that need no model: AP (``COCOeval``, category 1 only) and mIoU
+    (``compute_miou``: greedy pairs by largest IoU, per-image mean, 0 for an image without a pair)."""
     import contextlib
     import io
 
+    from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -264,31 +266,46 @@ def _glamm_evaluate(gt_dir: Path, split: str, pred_dir: Path) -> dict[str, float
         ev.accumulate()
         ev.summarize()
         caps = COCO(str(gt_cap_path))
-    # Recall pairing: labels[k] names the image's k-th annotation (annotation order of the file)
-    recalled = total = 0
+    mious = []
     for image_id in ids:
-        anns = [a for a in coco_gt.anns.values() if a["image_id"] == image_id]
-        labels = [a for a in caps.anns.values() if a["image_id"] == image_id][0]["labels"]
-        assert len(labels) == len(anns)
-        total += len(labels)
-        recalled += sum(1 for k, lab in enumerate(labels) if lab == labels_pred[image_id][k])
-    return {"AP50": float(ev.stats[1]), "label_order_agrees": recalled / total if total else 1.0}
+        gt = [mask_utils.decode(a["segmentation"]) for a in coco_gt.anns.values() if a["image_id"] == image_id]
+        dt = [mask_utils.decode(a["segmentation"]) for a in coco_dt.anns.values() if a["image_id"] == image_id]
+        ious = np.array([[np.logical_and(p, g).sum() / max(1, np.logical_or(p, g).sum()) for g in gt] for p in dt])
+        paired = []
+        while ious.size > 0 and np.max(ious) > 0:
+            i, j = np.unravel_index(np.argmax(ious), ious.shape)
+            paired.append(ious[i, j])
+            ious = np.delete(np.delete(ious, i, axis=0), j, axis=1)
+        mious.append(np.mean(paired) if paired else 0.0)
+    labels = {image_id: [a for a in caps.anns.values() if a["image_id"] == image_id][0]["labels"] for image_id in ids}
+    anns = {image_id: [a for a in coco_gt.anns.values() if a["image_id"] == image_id] for image_id in ids}
+    return {"AP50": float(ev.stats[1]), "mIoU": float(np.mean(mious)), "labels": labels, "anns": anns,
+            "predicted_labels": labels_pred}
 
 
-def test_glamm_evaluator_scores_a_perfect_model_as_perfect(test_export: tuple[Path, Any], tmp_path: Path) -> None:
+def test_glamm_evaluator_scores_a_perfect_model_as_perfect(test_export: tuple[Path, Any], edited: dict[str, Any],
+                                                           tmp_path: Path) -> None:
     from geopixel.eval.gcg import evaluate_gcg, load_ground_truth, read_predictions
 
-    out, _ = test_export
+    out, summary = test_export
     _glamm_predictions(out, "test", tmp_path / "preds")
     glamm = _glamm_evaluate(out / "coco", "test", tmp_path / "preds")
-    assert glamm["AP50"] == pytest.approx(1.0) and glamm["label_order_agrees"] == 1.0
+    assert glamm["AP50"] == pytest.approx(1.0) and glamm["mIoU"] == pytest.approx(1.0)
+    # Recall pairs labels[k] with the image's k-th annotation: our labels are in annotation ([SEG]) order
+    rows = _parquet_rows(out, "test")
+    for image_id, labels in glamm["labels"].items():
+        assert labels == glamm["predicted_labels"][image_id] == [p["text"] for p in rows[image_id]["phrases"]]
+        for ann, rle in zip(glamm["anns"][image_id], rows[image_id]["masks"], strict=True):
+            assert ann["segmentation"]["counts"] == rle["counts"]
+    # the sample without a grounded phrase is not in GLaMM's ground truth (it would score mIoU 0)
+    assert edited["ids"][NO_SEG] not in glamm["labels"] and summary.extra["glamm_gt_left_out"] == 1
     # geopixel eval on both ground truths, with GLaMM's prediction folder: the same numbers, perfect
     preds = read_predictions(tmp_path / "preds")
     ours = evaluate_gcg(load_ground_truth(out / "coco" / "instances_test.json", out / "coco" / "captions_test.json"),
                         preds, captions=False)
     theirs = evaluate_gcg(load_ground_truth(out / "coco" / "test_gcg_coco_mask_gt.json",
                                             out / "coco" / "test_gcg_coco_caption_gt.json"), preds, captions=False)
-    assert theirs.info["unknown"] == 0 and theirs.info["missing"] == 0
+    assert theirs.info["unknown"] == 1 and theirs.info["missing"] == 0  # the no-[SEG] tile's prediction
     for metric in ("AP50", "mIoU", "Recall", "mIoU_glamm"):
         assert theirs.rows["overall"][metric] == pytest.approx(ours.rows["overall"][metric]) == pytest.approx(1.0)
 
@@ -299,33 +316,24 @@ def test_glamm_evaluator_agrees_with_geopixel_eval_on_a_degraded_model(test_expo
 
     out, _ = test_export
     _glamm_predictions(out, "test", tmp_path / "preds")
-    for f in (tmp_path / "preds").glob("*.json"):  # every other mask dropped
+    for k, f in enumerate(sorted((tmp_path / "preds").glob("*.json"))):  # masks dropped, one moved
         rec = json.loads(f.read_text())
-        rec["pred_masks"], rec["phrases"] = rec["pred_masks"][::2], rec["phrases"][::2]
+        rec["pred_masks"], rec["phrases"] = rec["pred_masks"][k % 2::2], rec["phrases"][k % 2::2]
+        if rec["pred_masks"]:
+            m = decode(rec["pred_masks"][0])
+            from pycocotools import mask as mask_utils
+
+            shifted = np.asfortranarray(np.roll(m, 7, axis=1).astype(np.uint8))
+            enc = mask_utils.encode(shifted)
+            rec["pred_masks"][0] = {"size": enc["size"], "counts": enc["counts"].decode()}
         f.write_text(json.dumps(rec))
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    gt = out / "coco" / "test_gcg_coco_mask_gt.json"
-    dets = []
-    for f in sorted((tmp_path / "preds").glob("*.json")):
-        rec = json.loads(f.read_text())
-        dets += [{"image_id": rec["image_id"], "category_id": 1, "segmentation": m, "score": 1.0}
-                 for m in rec["pred_masks"]]
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(gt))
-        ev = COCOeval(coco, coco.loadRes(dets), "segm")
-        ev.params.catIds = [1]
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    ours = evaluate_gcg(load_ground_truth(gt, out / "coco" / "test_gcg_coco_caption_gt.json"),
+    glamm = _glamm_evaluate(out / "coco", "test", tmp_path / "preds")
+    ours = evaluate_gcg(load_ground_truth(out / "coco" / "test_gcg_coco_mask_gt.json",
+                                          out / "coco" / "test_gcg_coco_caption_gt.json"),
                         read_predictions(tmp_path / "preds"), captions=False)
-    assert 0 < ev.stats[1] < 1
-    assert ours.rows["overall"]["AP50"] == pytest.approx(float(ev.stats[1]), abs=1e-12)
+    assert 0 < glamm["AP50"] < 1 and 0 < glamm["mIoU"] < 1
+    assert ours.rows["overall"]["AP50"] == pytest.approx(glamm["AP50"], abs=1e-12)
+    assert ours.rows["overall"]["mIoU_glamm"] == pytest.approx(glamm["mIoU"], abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------- COCO, paths, filters
@@ -369,7 +377,7 @@ def test_filters_apply_to_every_format(edited: dict[str, Any], tmp_path: Path) -
     coco = json.loads((out / "coco" / "instances_train.json").read_text())
     assert {i["tile_id"] for i in coco["images"]} == kept
     glamm_gt = json.loads((out / "coco" / "train_gcg_coco_caption_gt.json").read_text())
-    assert {i["id"] for i in glamm_gt["images"]} == kept
+    assert {i["id"] for i in glamm_gt["images"]} == kept - {edited["ids"][NO_SEG]}
     assert {Path(i["file_name"]).stem for i in json.loads((out / "glamm" / "gcg_train.json").read_text())} == kept
     gp = json.loads((out / "geopixel" / "data" / "GeoPixelD" / "GeoPixelD_train.json").read_text())
     assert {Path(e["image"]).stem for e in gp} == kept - {edited["ids"][NO_SEG]}
