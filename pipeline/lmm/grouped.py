@@ -186,17 +186,6 @@ def parse_group_answer(text: str) -> dict[int, str]:
     return out
 
 
-def answer_group(facts: dict[str, Any], image_png: bytes | None, describe_one: Callable[[Any, Any], str]) -> str:
-    """A grouped request's JSON answer made of one single answer per object (how the offline describer
-    answers ``instance_group``): ``describe_one(object_facts, image_png)`` for each entry of
-    ``facts["objects"]``, so every object gets exactly the sentence its own request would have got."""
-    objects = [o for o in facts.get("objects") or [] if isinstance(o, dict)]
-    return json.dumps(
-        {"objects": [{"mark": o.get("mark"), "description": describe_one(o, image_png)} for o in objects]},
-        ensure_ascii=False,
-    )
-
-
 @dataclass
 class GroupedRun:
     """What a grouped run returns.
@@ -290,7 +279,6 @@ __all__ = [
     "Group",
     "GroupedRun",
     "Validator",
-    "answer_group",
     "describe_grouped",
     "group_prompt",
     "make_group_request",

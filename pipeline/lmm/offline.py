@@ -472,10 +472,20 @@ def describe_without_facts(image: np.ndarray | None, tier: str | None = None) ->
     return _sentence(f"{lead}, so only colour is described: the image is mostly {join_words(names)}")
 
 
+def describe_instance_group(facts: Facts, image: np.ndarray | None) -> str:
+    """A grouped instance request (``--instances-per-call``, tier ``instance_group``): the JSON answer
+    ``{"objects": [{"mark": m, "description": ...}]}`` with, for each object of ``facts["objects"]``, exactly
+    the sentence its own instance request would get."""
+    objects = [o for o in facts.get("objects") or [] if isinstance(o, Mapping)]
+    answers = [{"mark": o.get("mark"), "description": describe_instance(o, image)} for o in objects]
+    return json.dumps({"objects": answers}, ensure_ascii=False)
+
+
 #: tier -> describer(facts, image) -> text.
 DESCRIBERS: dict[str, Callable[[Facts, np.ndarray | None], str]] = {
     "instance": describe_instance,
     "instance_metric": describe_instance,
+    "instance_group": describe_instance_group,
     "cluster": describe_cluster,
     "holistic": describe_holistic,
     "category": describe_category,
@@ -521,6 +531,7 @@ __all__ = [
     "describe_cluster",
     "describe_holistic",
     "describe_instance",
+    "describe_instance_group",
     "describe_without_facts",
     "estimate_tokens",
     "masked_pixels",

@@ -9,7 +9,7 @@ Endpoints (under ``/v1``):
   measured facts travel in the request body's extra field ``geopixeld_facts``. The answer comes from
   :func:`pipeline.lmm.offline.describe`, and ``usage`` holds a deterministic token estimate. A grouped
   instance request (tier ``instance_group``, :mod:`pipeline.lmm.grouped`) is answered with its JSON: each
-  object's own single answer. ``response_format`` is accepted (the answers are already that JSON).
+  object's own single answer (:func:`pipeline.lmm.offline.describe_instance_group`). ``response_format`` is accepted (the answers are already that JSON).
 
 Whatever model the request names, the response reports the offline model's own name, so no output can be
 mistaken for a real LMM's. The server ignores the ``Authorization`` header and logs nothing about it.
@@ -40,7 +40,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .grouped import GROUP_TIER, answer_group
 from .offline import describe, estimate_tokens
 from .types import OFFLINE_MODEL
 
@@ -142,10 +141,7 @@ def _decode_data_url(url: Any) -> bytes:
 def chat_completion(body: dict[str, Any], model_name: str = OFFLINE_MODEL) -> dict[str, Any]:
     """The full chat-completion response object for one request body."""
     prompt, image, n_images, facts = parse_chat_request(body)
-    if facts is not None and facts.get("tier") == GROUP_TIER:
-        text = answer_group(facts, image, describe)
-    else:
-        text = describe(facts, image)
+    text = describe(facts, image)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:24]
     prompt_tokens = estimate_tokens(prompt, n_images)
     completion_tokens = estimate_tokens(text)
