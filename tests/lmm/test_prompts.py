@@ -49,7 +49,7 @@ def test_default_set_is_the_papers_wording() -> None:
     prompts = load_prompt_set()
     assert prompts.name == prompts.version == "geopixeld-v1"
     assert prompts.source == "paper" and prompts.path == (BUILTIN_PROMPTS_DIR / "geopixeld-v1").resolve()
-    assert set(prompts.tiers) == {"holistic", "instance", "instance_metric", "cluster", "category"}
+    assert set(prompts.tiers) == {"holistic", "instance", "instance_metric", "cluster", "compose", "category"}
     assert prompts.render("holistic") == PAPER_HOLISTIC
     assert (
         prompts.render("instance", category_name="tennis court", pos="top left", mark_number=3)
