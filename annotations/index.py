@@ -33,6 +33,7 @@ from .db import index_facets, instance_groups, meta, sample_index
 SEVERITIES = ("none", "info", "warning", "error")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 INDEX_VERSION = 1
+_LOCK_KEY = 0x67707864  # PostgreSQL advisory lock held while the index is rebuilt
 _SAMPLE_COLUMNS = ("tile_id", "max_severity", "flags", "phrases", "tile_path", "marks_path")
 
 
@@ -220,14 +221,13 @@ def ensure_index(
     )
     wanted = hashlib.sha256(settings.encode()).hexdigest()
     with engine.connect() as conn:
-        found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "sample_index")).scalar()
-        if found == wanted:
-            samples = conn.execute(sa.select(sa.func.count()).select_from(sample_index)).scalar_one()
-            queued = conn.execute(
-                sa.select(sa.func.count()).where(sample_index.c.position.is_not(None))
-            ).scalar_one()
-            return IndexStats(int(samples), int(queued), rebuilt=False)
+        if _current(conn, wanted):
+            return _stats(conn, rebuilt=False)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # servers of one team starting together build it once
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            if _current(conn, wanted):
+                return _stats(conn, rebuilt=False)
         conn.execute(sa.delete(meta).where(meta.c.key == "sample_index"))
         conn.execute(sa.delete(sample_index))
         conn.execute(sa.delete(instance_groups))
@@ -271,3 +271,13 @@ def ensure_index(
         queued = _assign_positions(conn, spot_check_rate)
         conn.execute(sa.insert(meta).values(key="sample_index", value=wanted))
     return IndexStats(samples, queued, rebuilt=True)
+
+
+def _current(conn: sa.Connection, wanted: str) -> bool:
+    return conn.execute(sa.select(meta.c.value).where(meta.c.key == "sample_index")).scalar() == wanted
+
+
+def _stats(conn: sa.Connection, *, rebuilt: bool) -> IndexStats:
+    samples = conn.execute(sa.select(sa.func.count()).select_from(sample_index)).scalar_one()
+    queued = conn.execute(sa.select(sa.func.count()).where(sample_index.c.position.is_not(None))).scalar_one()
+    return IndexStats(int(samples), int(queued), rebuilt=rebuilt)
