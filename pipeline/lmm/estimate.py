@@ -146,30 +146,35 @@ def image_size(data: bytes) -> tuple[int, int]:
         return 0, 0
 
 
-_TOKENIZERS: dict[str, Callable[[str], int] | None] = {}
+_TOKENIZERS: dict[str, tuple[Callable[[str], int] | None, str]] = {}
 _TOKENIZER_LOCK = threading.Lock()
 
 
 def offline_tokenizer(model: str) -> Callable[[str], int] | None:
     """A token counter from ``tiktoken`` for ``model`` when the package is installed, knows the model and
     has its encoding file locally; None otherwise. tiktoken is never allowed to download (see module doc)."""
+    return tokenizer_status(model)[0]
+
+
+def tokenizer_status(model: str) -> tuple[Callable[[str], int] | None, str]:
+    """(:func:`offline_tokenizer`'s counter, a sentence saying which tokenizer counts text or why none)."""
     with _TOKENIZER_LOCK:
         if model in _TOKENIZERS:
             return _TOKENIZERS[model]
-        counter: Callable[[str], int] | None = None
-        tiktoken: Any = None
-        tiktoken_load: Any = None
+        status: tuple[Callable[[str], int] | None, str]
         try:
-            tiktoken = importlib.import_module("tiktoken")
-            tiktoken_load = importlib.import_module("tiktoken.load")
+            tiktoken: Any = importlib.import_module("tiktoken")
+            tiktoken_load: Any = importlib.import_module("tiktoken.load")
         except ImportError:
-            tiktoken = None
-        if tiktoken is not None:
+            status = (None, "tiktoken is not installed (pip install 'geopixeld[tokens]')")
+        else:
             try:
                 name = tiktoken.encoding_name_for_model(model)
             except KeyError:
                 name = None
-            if name is not None:
+            if name is None:
+                status = (None, f"tiktoken does not know {model}")
+            else:
                 original = tiktoken_load.read_file
 
                 def no_download(blobpath: str) -> bytes:
@@ -180,13 +185,17 @@ def offline_tokenizer(model: str) -> Callable[[str], int] | None:
                 tiktoken_load.read_file = no_download
                 try:
                     encoding = tiktoken.get_encoding(name)
-                    counter = lambda text: len(encoding.encode(text, disallowed_special=()))  # noqa: E731
+                    status = (
+                        lambda text: len(encoding.encode(text, disallowed_special=())),
+                        f"{model}'s tokenizer ({name}, tiktoken, local encoding file)",
+                    )
                 except Exception as exc:  # no local encoding file: the documented estimate
                     logger.debug("tiktoken %s not available offline: %s", name, exc)
+                    status = (None, f"tiktoken has no local {name} file (TIKTOKEN_CACHE_DIR) and is not let download it")
                 finally:
                     tiktoken_load.read_file = original
-        _TOKENIZERS[model] = counter
-        return counter
+        _TOKENIZERS[model] = status
+        return status
 
 
 def estimate_text_tokens(text: str) -> int:
@@ -340,14 +349,8 @@ class Estimator:
         self.rule = image_rule(settings.model)
         self.price = prices.lookup(settings.model)
         self.batch = batch
-        self._count = offline_tokenizer(settings.model)
-        if self._count is not None:
-            text_method = f"{settings.model}'s tokenizer (tiktoken, local encoding file)"
-        else:
-            text_method = (
-                f"estimate, 1 token per {CHARS_PER_TOKEN:g} characters (tiktoken not installed, does not know "
-                "the model, or has no local encoding file)"
-            )
+        self._count, why = tokenizer_status(settings.model)
+        text_method = why if self._count is not None else f"estimate, 1 token per {CHARS_PER_TOKEN:g} characters ({why})"
         detail = "auto, costed as high" if self.detail == "auto" else self.detail
         notes = []
         if self.price is None:
@@ -427,4 +430,5 @@ __all__ = [
     "image_rule",
     "image_size",
     "offline_tokenizer",
+    "tokenizer_status",
 ]

@@ -17,6 +17,7 @@ from pipeline.lmm.estimate import (
     image_rule,
     image_size,
     offline_tokenizer,
+    tokenizer_status,
 )
 from pipeline.lmm.pricing import ModelPrice, PriceTable, RunTotals
 from pipeline.lmm.profiles import load_profiles
@@ -122,6 +123,8 @@ def test_tiktoken_is_never_allowed_to_download(monkeypatch: pytest.MonkeyPatch, 
 
     monkeypatch.setattr(estimate, "_TOKENIZERS", {})
     assert offline_tokenizer("gpt-4o") is None  # no local encoding file: the documented estimate
+    assert "has no local o200k_base file" in tokenizer_status("gpt-4o")[1]
+    assert tokenizer_status("my-local-vlm") == (None, "tiktoken does not know my-local-vlm")
     assert not (tmp_path / "empty-cache").exists() and tiktoken is not None
 
 
