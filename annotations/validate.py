@@ -1,4 +1,4 @@
-"""Grounded-caption markup: parse ``<p> phrase </p> [SEG]`` captions and re-validate a fixed sample.
+"""Re-validating a fixed sample; the ``<p> phrase </p> [SEG]`` markup itself is ``pipeline.gcg``'s.
 
 A caption in GCG form interleaves plain text with grounded phrases written ``<p> phrase </p> [SEG]``;
 each ``[SEG]`` owns one mask, in order. The plain caption is the same text with ``<p> `` and
@@ -10,16 +10,16 @@ dataset's own shape (``{"code", "severity", "detail"}``) so the pipeline's valid
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypedDict
 
-OPEN, CLOSE, SEG = "<p>", "</p>", "[SEG]"
-_TOKEN = re.compile(r"<p>|</p>|\[SEG\]")
-_PHRASE = re.compile(r"<p>\s*(.*?)\s*</p>\s*\[SEG\]", re.S)
-# Any other HTML-looking tag: LMM output sometimes carries them; they are text, but worth a look.
-_OTHER_TAG = re.compile(r"</?(?!p>)[A-Za-z][^<>]*>")
+from pipeline import gcg
+
+OPEN, CLOSE, SEG = gcg.P_OPEN, gcg.P_CLOSE, gcg.SEG
+
+# The markup is parsed by the library's one GCG module; the names are kept for the app's callers.
+ParsedPhrase = gcg.Phrase
+ParsedCaption = gcg.ParsedCaption
 
 
 class Flag(TypedDict):
@@ -30,104 +30,21 @@ class Flag(TypedDict):
     detail: str
 
 
-@dataclass(frozen=True)
-class ParsedPhrase:
-    """A grounded phrase: its text and ``[start, end)`` character span in the plain caption."""
-
-    text: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class ParsedCaption:
-    """A GCG caption split into its plain text and phrases.
-
-    Attributes:
-        gcg_caption: the caption re-written in canonical markup (``<p> text </p> [SEG]``).
-        caption: the plain text (markup removed).
-        phrases: grounded phrases in ``[SEG]`` order.
-    """
-
-    gcg_caption: str
-    caption: str
-    phrases: tuple[ParsedPhrase, ...]
-
-
 def _flag(code: str, severity: str, detail: str) -> Flag:
     return Flag(code=code, severity=severity, detail=detail)
 
 
-def markup_problems(gcg_caption: str) -> list[Flag]:
-    """Flags for markup that is not a clean sequence of ``<p> text </p> [SEG]`` groups."""
-    flags: list[Flag] = []
-    state = "text"  # "text" | "phrase" (after <p>) | "closed" (after </p>, waiting for [SEG])
-    phrase_start = 0
-    last_end = 0
-    for match in _TOKEN.finditer(gcg_caption):
-        token, at = match.group(), match.start()
-        if state == "closed" and gcg_caption[last_end:at].strip():
-            flags.append(
-                _flag("markup_missing_seg", "error", f"'</p>' at {last_end} is not followed by [SEG]")
-            )
-            state = "text"
-        if token == OPEN:
-            if state == "phrase":
-                flags.append(_flag("markup_nested", "error", f"'<p>' at {at} inside another phrase"))
-            elif state == "closed":
-                flags.append(
-                    _flag("markup_missing_seg", "error", f"'</p>' before {at} is not followed by [SEG]")
-                )
-            state, phrase_start = "phrase", match.end()
-        elif token == CLOSE:
-            if state != "phrase":
-                flags.append(_flag("markup_stray_close", "error", f"'</p>' at {at} without an opening '<p>'"))
-                state = "text"
-            else:
-                if not gcg_caption[phrase_start:at].strip():
-                    flags.append(_flag("phrase_empty", "error", f"empty phrase at {phrase_start}"))
-                state = "closed"
-        else:  # [SEG]
-            if state == "closed":
-                state = "text"
-            else:
-                where = "inside a phrase" if state == "phrase" else "without a phrase"
-                flags.append(_flag("markup_orphan_seg", "error", f"[SEG] at {at} {where}"))
-        last_end = match.end()
-    if state == "phrase":
-        flags.append(_flag("markup_unclosed", "error", f"'<p>' before {phrase_start} is never closed"))
-    elif state == "closed":
-        flags.append(_flag("markup_missing_seg", "error", "the last phrase is not followed by [SEG]"))
-    for match in _OTHER_TAG.finditer(gcg_caption):
-        flags.append(_flag("markup_unexpected_tag", "warning", f"unexpected tag {match.group()[:40]!r}"))
-    return flags
+def markup_problems(gcg_caption: str, n_masks: int | None = None) -> list[Flag]:
+    """Flags for markup that is not a clean sequence of ``<p> text </p> [SEG]`` groups (and, with
+    ``n_masks``, a ``[SEG]`` count that differs): ``pipeline.gcg.markup_problems``."""
+    return [_flag(f["code"], f["severity"], f["detail"]) for f in gcg.markup_problems(gcg_caption, n_masks)]
 
 
 def parse_gcg(gcg_caption: str) -> ParsedCaption:
-    """Split a GCG caption into plain text and phrase spans, and re-write it in canonical markup.
-
-    Whitespace inside the markup is tolerated (``<p>x</p>[SEG]`` reads like ``<p> x </p> [SEG]``);
-    malformed markup is not an error here, it stays in the text (``markup_problems`` reports it).
-    """
-    caption_parts: list[str] = []
-    gcg_parts: list[str] = []
-    phrases: list[ParsedPhrase] = []
-    length = 0
-    cursor = 0
-    for match in _PHRASE.finditer(gcg_caption):
-        text_before = gcg_caption[cursor : match.start()]
-        caption_parts.append(text_before)
-        gcg_parts.append(text_before)
-        length += len(text_before)
-        text = match.group(1)
-        phrases.append(ParsedPhrase(text=text, start=length, end=length + len(text)))
-        caption_parts.append(text)
-        gcg_parts.append(f"{OPEN} {text} {CLOSE} {SEG}")
-        length += len(text)
-        cursor = match.end()
-    caption_parts.append(gcg_caption[cursor:])
-    gcg_parts.append(gcg_caption[cursor:])
-    return ParsedCaption("".join(gcg_parts), "".join(caption_parts), tuple(phrases))
+    """Split a GCG caption into plain text and phrase spans, and re-write it in canonical markup
+    (``pipeline.gcg.parse``). Whitespace inside the markup is tolerated (``<p>x</p>[SEG]`` reads like
+    ``<p> x </p> [SEG]``); malformed markup stays in the text (``markup_problems`` reports it)."""
+    return gcg.parse(gcg_caption)
 
 
 def rle_counts(counts: str) -> list[int]:
@@ -219,11 +136,7 @@ def validate_fixed(
     Returns:
         Flags ``{"code", "severity", "detail"}``; severity ``error`` means the fix must not be saved.
     """
-    flags = markup_problems(gcg_caption)
-    seg_count = gcg_caption.count(SEG)
-    if seg_count != len(masks):
-        detail = f"{seg_count} [SEG] tokens but {len(masks)} masks"
-        flags.append(_flag("seg_mask_count_mismatch", "error", detail))
+    flags = markup_problems(gcg_caption, n_masks=len(masks))
     flags.extend(_mask_problems(masks))
     if phrases is not None and not any(f["severity"] == "error" for f in flags):
         flags.extend(_span_problems(parse_gcg(gcg_caption), phrases))
