@@ -115,7 +115,7 @@ def _geopixel_load(data_txt: str = "data.txt") -> list[dict[str, Any]]:
                 mask = np.zeros((height, width), dtype=np.uint8)
                 for poly in polygon:
                     assert len(poly) > 0 and len(poly[0]) == 2, "invalid multiple polygons"
-                    cv2.fillPoly(mask, np.array([poly], dtype=np.int32), color=1)
+                    cv2.fillPoly(mask, np.array([poly], dtype=np.int32), color=1)  # type: ignore[call-overload]
                 masks.append(mask)
             assert len(masks) == text.count("[SEG]"), e["image"]  # GeoPixel's loader assertion
             assert text.count("[SEG]") >= 1  # GeoPixel's training step needs a mask
