@@ -386,3 +386,13 @@ def test_filters_apply_to_every_format(edited: dict[str, Any], tmp_path: Path) -
     assert info["filters"]["left_out"] == summary.extra["filtered"]
     with pytest.raises(ValueError, match="max severity 'fatal'"):
         export(edited["data"], tmp_path / "bad", formats=["coco"], max_severity="fatal")
+
+
+def test_filters_apply_to_the_geo_layers(edited: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    export(edited["data"], out, formats=["geo"], ratios=(1, 0, 0), exclude_flags=["mostly_cut_off"])
+    tiles = pa.concat_tables([pq.read_table(p) for p in sorted((out / "geo").glob("tiles*.parquet"))])
+    instances = pa.concat_tables([pq.read_table(p) for p in sorted((out / "geo").glob("instances*.parquet"))])
+    kept = set(edited["ids"]) - {edited["ids"][WARNING_FLAG]}
+    assert set(tiles.column("tile_id").to_pylist()) == kept
+    assert set(instances.column("tile_id").to_pylist()) <= kept
