@@ -88,9 +88,17 @@ class LoginRequest(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
+class MaskRle(BaseModel):
+    size: list[int] = Field(min_length=2, max_length=2)
+    counts: str = Field(max_length=2_000_000)
+
+
 class FixPayload(BaseModel):
     gcg_caption: str = Field(max_length=100_000)
     mask_refs: list[int | None] = Field(max_length=10_000)
+    # Masks drawn or corrected in the page (COCO compressed RLE); mask_refs[i] >= len(original masks)
+    # points into this list.
+    new_masks: list[MaskRle] = Field(default_factory=list, max_length=200)
 
 
 class DecisionRequest(BaseModel):
@@ -201,8 +209,9 @@ def _sample_payload(ctx: ReviewContext, tile_id: str, sample: dict[str, Any]) ->
     original = {k: sample.get(k) for k in ("gcg_caption", "caption", "phrases")}
     if decision and decision["status"] == "fixed":
         current = {k: decision[k] for k in ("gcg_caption", "caption", "phrases", "mask_refs")}
+        current["new_masks"] = decision.get("new_masks") or []
     else:
-        current = {**original, "mask_refs": list(range(len(sample.get("masks") or [])))}
+        current = {**original, "mask_refs": list(range(len(sample.get("masks") or []))), "new_masks": []}
     where = ctx.store.location(tile_id) or {}
     public_decision = None
     if decision:
@@ -433,7 +442,11 @@ def create_app(
         ctx = _ctx(request)
         try:
             fixed, flags = build_fix(
-                _get_sample(ctx, tile_id), body.gcg_caption, body.mask_refs, ctx.validator
+                _get_sample(ctx, tile_id),
+                body.gcg_caption,
+                body.mask_refs,
+                ctx.validator,
+                new_masks=[m.model_dump() for m in body.new_masks],
             )
         except FixRejected as rejected:
             return {"ok": False, "flags": rejected.flags}
@@ -451,7 +464,13 @@ def create_app(
             if body.fix is None:
                 return _error(422, "fix", "a fix needs its edited caption and mask links")
             try:
-                fixed, flags = build_fix(sample, body.fix.gcg_caption, body.fix.mask_refs, ctx.validator)
+                fixed, flags = build_fix(
+                    sample,
+                    body.fix.gcg_caption,
+                    body.fix.mask_refs,
+                    ctx.validator,
+                    new_masks=[m.model_dump() for m in body.fix.new_masks],
+                )
             except FixRejected as rejected:
                 return _error(422, "validation", "the fix does not validate", flags=rejected.flags)
         try:

@@ -76,6 +76,9 @@ decisions = sa.Table(
     sa.Column("phrases", sa.JSON, nullable=True),
     sa.Column("masks", sa.JSON, nullable=True),
     sa.Column("mask_refs", sa.JSON, nullable=True),
+    # Masks an annotator drew or corrected (COCO RLE); a mask_refs entry >= the sample's number of
+    # original masks points into this list (added in schema 2).
+    sa.Column("new_masks", sa.JSON, nullable=True),
 )
 
 # One row per grounded phrase an annotator decided on its own (accept / reject / fix its words). When
@@ -197,6 +200,9 @@ def open_engine(db_url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
     with engine.begin() as conn:
+        if "new_masks" not in {c["name"] for c in sa.inspect(conn).get_columns("decisions")}:  # schema 1
+            json_type = "JSONB" if engine.dialect.name == "postgresql" else "JSON"
+            conn.exec_driver_sql(f"ALTER TABLE decisions ADD COLUMN new_masks {json_type}")
         if "role" not in {c["name"] for c in sa.inspect(conn).get_columns("users")}:  # schema 1
             conn.exec_driver_sql("ALTER TABLE users ADD COLUMN role VARCHAR(16) NOT NULL DEFAULT 'annotator'")
         append_only = {"sqlite": _SQLITE_APPEND_ONLY, "postgresql": _POSTGRES_APPEND_ONLY}

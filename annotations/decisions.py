@@ -41,23 +41,48 @@ class FixRejected(Exception):
         self.flags = flags
 
 
+MAX_NEW_MASKS = 200
+MAX_NEW_MASK_CHARS = 2_000_000
+
+
+def _new_mask_problems(sample: Mapping[str, Any], new_masks: Sequence[Mapping[str, Any]]) -> list[Flag]:
+    """Masks drawn in the app must be COCO compressed RLEs of the tile's size (the same checks as any mask
+    follow in the validator)."""
+    flags: list[Flag] = []
+    if len(new_masks) > MAX_NEW_MASKS:
+        return [Flag(code="new_mask_limit", severity="error", detail=f"more than {MAX_NEW_MASKS} new masks")]
+    if sum(len(str(m.get("counts") or "")) for m in new_masks) > MAX_NEW_MASK_CHARS:
+        return [Flag(code="new_mask_limit", severity="error", detail="the new masks are too large")]
+    height, width = sample.get("height"), sample.get("width")
+    for index, mask in enumerate(new_masks):
+        got = list(mask.get("size") or [])
+        size = [height, width]
+        if height is not None and width is not None and got != [int(height), int(width)]:
+            detail = f"new mask {index} is {got}, the tile is {size}"
+            flags.append(Flag(code="mask_size_mismatch", severity="error", detail=detail))
+    return flags
+
+
 def build_fix(
     sample: Mapping[str, Any],
     gcg_caption: str,
     mask_refs: Sequence[int | None],
     validator: Validator = validate_fixed,
+    new_masks: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[dict[str, Any], list[Flag]]:
     """Turn an edited caption into a fixed sample and re-validate it.
 
     Args:
         sample: the original samples row (``phrases``, ``masks``).
         gcg_caption: the edited caption with ``<p> phrase </p> [SEG]`` markup.
-        mask_refs: for each phrase of the edited caption, the index of the original mask it is linked to
-            (None: not linked). Masks are only ever chosen from the original ones, never sent by a client.
+        mask_refs: for each phrase of the edited caption, the index of the mask it is linked to (None: not
+            linked): ``0 .. n-1`` are the sample's ``n`` original masks, ``n + k`` is ``new_masks[k]``.
         validator: ``validate_fixed`` or a drop-in replacement.
+        new_masks: masks drawn or corrected by the annotator (COCO compressed RLE, the tile's size);
+            validated like every other mask.
 
     Returns:
-        ``({gcg_caption, caption, phrases, masks, mask_refs}, flags)``.
+        ``({gcg_caption, caption, phrases, masks, mask_refs, new_masks}, flags)``.
 
     Raises:
         FixRejected: the fix has error flags.
@@ -65,16 +90,18 @@ def build_fix(
     original_phrases = list(sample.get("phrases") or [])
     original_masks = list(sample.get("masks") or [])
     parsed = parse_gcg(gcg_caption)
-    flags: list[Flag] = []
+    drawn = [{"size": list(m.get("size") or []), "counts": m.get("counts")} for m in new_masks]
+    available = original_masks + drawn
+    flags: list[Flag] = _new_mask_problems(sample, drawn)
     masks: list[dict[str, Any]] = []
     phrases: list[dict[str, Any]] = []
     for index, ref in enumerate(mask_refs):
-        if ref is not None and not 0 <= ref < len(original_masks):
+        if ref is not None and not 0 <= ref < len(available):
             flags.append(
                 Flag(code="mask_ref_invalid", severity="error", detail=f"phrase {index}: no mask {ref}")
             )
         elif ref is not None:
-            masks.append(dict(original_masks[ref]))
+            masks.append(dict(available[ref]))
     if len(mask_refs) != len(parsed.phrases):
         detail = f"{len(mask_refs)} mask links for {len(parsed.phrases)} phrases"
         flags.append(Flag(code="phrase_count_mismatch", severity="error", detail=detail))
@@ -99,6 +126,7 @@ def build_fix(
         "phrases": phrases,
         "masks": masks,
         "mask_refs": list(mask_refs),
+        "new_masks": drawn or None,
     }
     return fixed, flags
 
@@ -111,6 +139,8 @@ def _summary(decision: Mapping[str, Any] | None, text: tuple[str, list[int | Non
         summary = {k: decision.get(k) for k in ("status", "revision", "reviewer", "note")}
     if text is not None:
         summary.update(gcg_caption=text[0], mask_refs=text[1])
+        if decision is not None and decision.get("new_masks"):
+            summary["new_masks"] = decision["new_masks"]
     return summary
 
 
@@ -159,6 +189,7 @@ def record_decision(
         "phrases": fixed.get("phrases"),
         "masks": fixed.get("masks"),
         "mask_refs": fixed.get("mask_refs"),
+        "new_masks": fixed.get("new_masks"),
     }
     try:
         with engine.begin() as conn:

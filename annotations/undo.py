@@ -74,7 +74,11 @@ def _restore_sample(
     fixed: dict[str, Any] = {}
     if before.get("status") == "fixed":
         fixed, _ = build_fix(
-            sample, str(before.get("gcg_caption") or ""), before.get("mask_refs") or [], validator
+            sample,
+            str(before.get("gcg_caption") or ""),
+            before.get("mask_refs") or [],
+            validator,
+            new_masks=before.get("new_masks") or [],
         )
     values = {
         "status": before["status"],
@@ -82,7 +86,7 @@ def _restore_sample(
         "decided_at": utcnow(),
         "revision": int(current["revision"]) + 1,
         "note": before.get("note"),
-        **{k: fixed.get(k) for k in ("gcg_caption", "caption", "phrases", "masks", "mask_refs")},
+        **{k: fixed.get(k) for k in ("gcg_caption", "caption", "phrases", "masks", "mask_refs", "new_masks")},
     }
     conn.execute(sa.update(decisions).where(decisions.c.tile_id == tile_id).values(**values))
     return {"status": values["status"], "revision": values["revision"]}

@@ -298,3 +298,49 @@ def test_undo_refuses_when_someone_changed_the_sample_since(make_review):
     refused = alice.post("/api/undo")
     assert refused.status_code == 409 and "bob" in refused.json()["detail"]
     assert alice.get("/api/samples/P0004_0_128_0_128").json()["decision"]["status"] == "rejected"
+
+
+# ---------------------------------------------------------------- masks drawn in the app
+
+
+def test_fix_with_a_corrected_mask_and_a_new_object(make_review, tools):
+    review = make_review()
+    alice = review.client("alice")
+    tile = "P0004_0_128_0_128"  # "An empty <p> white car </p> [SEG]." with one 128x128 mask
+    corrected = tools.rect_mask(128, 128, 12, 12, 44, 30)
+    added = tools.rect_mask(128, 128, 80, 80, 120, 110)
+    fix = {
+        "gcg_caption": "An empty <p> white car </p> [SEG]. A <p> bus </p> [SEG] was missed.",
+        "mask_refs": [1, 2],  # 0 is the original mask; 1 and 2 are the new ones
+        "new_masks": [corrected, added],
+    }
+    checked = alice.post(f"/api/samples/{tile}/validate", json=fix).json()
+    assert checked["ok"] is True, checked
+    assert decide(alice, tile, "fix", fix=fix).status_code == 200
+    sample = alice.get(f"/api/samples/{tile}").json()
+    assert sample["current"]["mask_refs"] == [1, 2] and sample["current"]["new_masks"] == [corrected, added]
+    row = {r["tile_id"]: r for r in load_decisions(review.data_dir, review.db_url).to_pylist()}[tile]
+    assert row["masks"] == [corrected, added]
+    assert [p["text"] for p in row["phrases"]] == ["white car", "bus"]
+    # Undo and redo keep the drawn masks.
+    assert decide(alice, tile, "reject", base_revision=1).status_code == 200
+    assert alice.post("/api/undo").json()["undid"] == ["reject"]
+    row = {r["tile_id"]: r for r in load_decisions(review.data_dir, review.db_url).to_pylist()}[tile]
+    assert row["review_status"] == "fixed" and row["masks"] == [corrected, added]
+
+
+@pytest.mark.parametrize(
+    ("mask", "code"),
+    [
+        ({"size": [64, 64], "counts": "PP"}, "mask_size_mismatch"),
+        ({"size": [128, 128], "counts": "not an rle!"}, "mask_invalid"),
+        ({"size": [128, 128], "counts": "0"}, "mask_invalid"),
+    ],
+)
+def test_drawn_masks_are_validated_like_any_mask(make_review, mask, code):
+    review = make_review()
+    alice = review.client("alice")
+    fix = {"gcg_caption": "An empty <p> car </p> [SEG].", "mask_refs": [1], "new_masks": [mask]}
+    response = decide(alice, "P0004_0_128_0_128", "fix", fix=fix)
+    assert response.status_code == 422
+    assert code in {f["code"] for f in response.json()["flags"]}
