@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import traceback
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -529,6 +530,36 @@ def summarize(out_dir: str | Path, reports: Sequence[ImageReport], discover_skip
 
 def _reason_key(reason: str) -> str:
     return reason.split(" (")[0].split(":")[0]
+
+
+def without_pandas_integration() -> None:
+    """For a process that only prepares (``geopixeld prepare``): keep pyarrow from importing pandas.
+
+    pyarrow looks for pandas the first time it builds any table (to recognise DataFrames), which costs
+    about a quarter of a second at start-up although prepare never hands it pandas objects. Here that first
+    look finds nothing, so pyarrow treats objects as non-pandas; an explicit conversion (``to_pandas``,
+    ``from_pandas``) still imports pandas when asked. Library callers are left alone: only the command calls
+    this.
+    """
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)
+    try:
+        pa.schema([("probe", pa.int8())]).empty_table()  # pyarrow's one-time pandas check happens now
+    finally:
+        sys.meta_path.remove(blocker)
+
+
+class _NoPandas:
+    """An import finder that reports pandas as missing (used for a moment only)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
 
 
 def available_cpus() -> int:

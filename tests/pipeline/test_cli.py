@@ -38,3 +38,33 @@ def test_bad_options_and_no_usable_image_exit_nonzero(tmp_path: Path) -> None:
     assert res.exit_code != 0
     res = runner.invoke(app, ["prepare", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o"), "--format", "raster", "--no-progress"])
     assert res.exit_code == 1 and "file not found" in res.output
+
+
+LOADED = """
+import sys
+from pipeline.cli import main
+sys.argv = ["geopixeld", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = ["pandas", "pyarrow.dataset", "boto3", "botocore", "scipy", "scipy.spatial", "shapely.ops", "torch",
+         "pipeline.release", "pipeline.describe", "pipeline.sam.quality", "pipeline.lmm.client", "pipeline.config"]
+print(" ".join(m for m in heavy if m in sys.modules), file=sys.stderr)
+"""
+
+
+def _loaded(args: list[str]) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True, text=True, timeout=300)
+    return set(proc.stderr.strip().splitlines()[-1].split()) if proc.stderr.strip() else set()
+
+
+def test_help_and_prepare_load_only_what_they_use(tmp_path: Path, data_dir: Path) -> None:
+    assert _loaded(["--help"]) == set()  # no stage's code, not even the prepare config
+    raster = _loaded(["prepare", str(data_dir / "geotiff"), "--format", "raster", "--out", str(tmp_path / "r"),
+                      "--no-progress", "--tile-size", "400"])
+    assert raster == {"pipeline.config"}  # no SciPy, pandas, boto3, SAM or release code
+    isaid = _loaded(["prepare", str(data_dir / "isaid"), "--format", "isaid", "--out", str(tmp_path / "i"),
+                     "--no-progress", "--workers", "1"])
+    # Qhull settles the rare exact ties of the rotating calipers, so SciPy's spatial module may load.
+    assert isaid - {"scipy", "scipy.spatial"} == {"pipeline.config"}
