@@ -375,6 +375,13 @@ def export(
     name: Annotated[str | None, typer.Option(help="Dataset name for the card (default: DATA's folder name).")] = None,
     geo_crs: Annotated[str | None, typer.Option(help="geo format: reproject every georeferenced source into this CRS "
                                                 "(e.g. EPSG:4326); default one GeoParquet file per source CRS.")] = None,
+    max_severity: Annotated[str | None, typer.Option(
+        help="Leave out samples with a flag more severe than this (info, warning, error), from every format.")] = None,
+    exclude_flags: Annotated[str | None, typer.Option(
+        help="Leave out samples carrying any of these flag codes, comma-separated (e.g. sam_empty,refusal).")] = None,
+    geopixel_prefix: Annotated[str, typer.Option(
+        help="geopixel format: folder GeoPixel's image/polygons paths start with, relative to the GeoPixel "
+             "repository root; copy EXPORT/geopixel/ there.")] = "data/GeoPixelD",
 ) -> None:
     """Export samples as GCG Parquet shards (Hugging Face layout), COCO, GeoPixel and GLaMM formats.
 
@@ -389,7 +396,8 @@ def export(
         summary = run_export(
             data, out, formats=[f.strip() for f in formats.split(",") if f.strip()], ratios=ratio_values,
             seed=seed, split_by=split_by, block_size=block_size, split_file=split_file, decisions=decisions,
-            shard_mb=shard_mb, name=name, db_url=db, geo_crs=geo_crs,
+            shard_mb=shard_mb, name=name, db_url=db, geo_crs=geo_crs, max_severity=max_severity,
+            exclude_flags=exclude_flags, geopixel_prefix=geopixel_prefix,
         )
     except (ValueError, OSError) as exc:  # bad settings or inputs, a missing tile, a full disk: all name the file
         typer.echo(f"error: {exc}", err=True)
