@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_table("export (GCG Parquet) vs plain pyarrow write (best of 3)", r3))
     results["prepare_big"] = r2 = bench_big(6000 if args.quick else 20000, args.cache)
     print(_table("prepare of a large GeoTIFF (peak RSS)", r2))
-    for module in ("pipeline.bench_fidelity", "pipeline.lmm.bench", "pipeline.bench_cost", "annotations.bench", "flows.bench", "pipeline.sam.bench", "geopixel.bench"):
+    for module in ("pipeline.bench_prepare", "pipeline.bench_fidelity", "pipeline.lmm.bench", "pipeline.bench_cost", "annotations.bench", "flows.bench", "pipeline.sam.bench", "geopixel.bench"):
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:

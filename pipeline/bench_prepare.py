@@ -9,9 +9,10 @@ Two comparisons, each printed as a table of medians and the ratio of tiles per s
   pixels a side against a tiler that reads each window with rasterio and writes it with OpenCV.
 
 Each run is a fresh interpreter started from the command line (imports included, as a user pays them);
-the two tools alternate run by run so both see the same machine load. Peak memory is sampled over the
-whole process tree (prepare's worker processes included) with psutil, and ``ru_maxrss`` of the largest
-single process is reported too. After the runs, the decoded pixels of every prepare tile are compared
+the two tools alternate run by run so both see the same machine load. Peak memory is sampled every 5 ms
+over the whole process tree (prepare's worker processes included) as the sum of proportional set sizes
+(pages a forked worker shares with its parent count once), and ``ru_maxrss`` of the largest single
+process is reported too. After the runs, the decoded pixels of every prepare tile are compared
 with the peer's tile of the same window (they must be equal: both are lossless).
 
 Run: ``python -m pipeline.bench_prepare [--runs 5] [--raster-side 4000] [--copies 1]``.
@@ -113,7 +114,7 @@ class Run:
 
     seconds: float
     tiles: int
-    tree_peak_mb: float  # sampled RSS of the process and all its children, summed
+    tree_peak_mb: float  # sampled PSS of the process and all its children, summed (shared pages once)
     max_rss_mb: float  # ru_maxrss of the largest single process of the tree
 
 
@@ -144,8 +145,8 @@ def run_process(cmd: list[str], count_tiles: Path | None = None, cwd: Path | Non
             if pid:
                 break
             try:
-                rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-                peak = max(peak, rss)
+                pids = [ps.pid, *(c.pid for c in ps.children(recursive=True))]
+                peak = max(peak, sum(_pss_bytes(p) for p in pids))
             except psutil.Error:
                 pass
             time.sleep(0.005)
@@ -159,6 +160,24 @@ def run_process(cmd: list[str], count_tiles: Path | None = None, cwd: Path | Non
     tiles = len(list(count_tiles.glob("*.png"))) if count_tiles is not None else int(stdout.split()[-1])
     # ru_maxrss of a reaped child covers the child and its own reaped children: the largest one.
     return Run(seconds, tiles, peak / 2**20, usage.ru_maxrss / 1024)
+
+
+def _pss_bytes(pid: int) -> int:
+    """Proportional set size of a process: pages shared with others (a forked worker's parent) are split
+    between them, so summing a process tree counts each page once. Falls back to RSS without smaps."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
 
 
 def compare_tiles(prepared: Path, peer: Path) -> tuple[int, int]:
@@ -275,7 +294,7 @@ def run_bench(
         tif = make_geotiff(cache / f"raster_{raster_side}.tif", raster_side)
         rows.append(side_by_side(f"GeoTIFF {raster_side}² (raster)", tif, "raster", RASTER_PEER, runs, work, baseline))
     print(f"\nprepare vs peer: whole processes, cold start, {runs} alternating runs each, medians "
-          f"(ratio = prepare tiles/s ÷ peer tiles/s; MB = peak RSS of the process tree; {os.cpu_count()} CPUs)")
+          f"(ratio = prepare tiles/s ÷ peer tiles/s; MB = peak PSS of the process tree, maxrss = largest process; {os.cpu_count()} CPUs)")
     print(format_table(rows))
     return {"rows": rows}
 
