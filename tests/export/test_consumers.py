@@ -396,3 +396,21 @@ def test_filters_apply_to_the_geo_layers(edited: dict[str, Any], tmp_path: Path)
     kept = set(edited["ids"]) - {edited["ids"][WARNING_FLAG]}
     assert set(tiles.column("tile_id").to_pylist()) == kept
     assert set(instances.column("tile_id").to_pylist()) <= kept
+
+
+def test_cli_export_options(edited: dict[str, Any], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    out = tmp_path / "export"
+    res = CliRunner().invoke(app, ["export", str(edited["data"]), "--out", str(out), "--formats", "coco,geopixel",
+                                   "--ratios", "1,0,0", "--max-severity", "warning", "--exclude-flags",
+                                   "mostly_cut_off", "--geopixel-prefix", "data/ours"])
+    assert res.exit_code == 0, res.output
+    assert "left out by --max-severity/--exclude-flags: flag mostly_cut_off 1, severity error 1" in res.output
+    assert "left out of the GeoPixel format: no [SEG] 1" in res.output
+    assert (out / "geopixel" / "data" / "ours" / "GeoPixelD_train.json").is_file()
+    bad = CliRunner().invoke(app, ["export", str(edited["data"]), "--out", str(tmp_path / "x"), "--formats", "coco",
+                                   "--max-severity", "fatal"])
+    assert bad.exit_code == 2 and "max severity 'fatal'" in bad.output
