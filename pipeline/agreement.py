@@ -12,9 +12,10 @@ words):
 * **position** — the sides it names (``left``, ``top``…; idioms removed).
 
 A facet that both answers leave out is not scored; one answer saying something the other leaves out scores
-0.75; otherwise 1 when they are compatible and 0 when not. The agreement is ``0.8 × mean(facets) + 0.2 ×
+0.9 (an omission is no contradiction); otherwise 1 when they are compatible and 0 when not. The agreement is ``0.8 × mean(facets) + 0.2 ×
 text similarity`` (difflib's ratio over lower-cased words), or the text similarity alone when no facet
-applies. Below :data:`pipeline.validate.AGREEMENT_MIN` it is a ``second_opinion_disagreement`` flag.
+applies. A contradicted facet, or an agreement below :data:`pipeline.validate.AGREEMENT_MIN`, is a
+``second_opinion_disagreement`` flag.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from . import validate, vocab
 _SIDES = {"left": "left", "right": "right", "top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
 FACET_WEIGHT = 0.8
 #: Score of a facet one answer speaks to and the other leaves out.
-OMITTED = 0.75
+OMITTED = 0.9
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def text_similarity(a: str, b: str) -> float:
 
 
 def facet_scores(a: Facets, b: Facets) -> dict[str, float]:
-    """Per facet both or one answer speak to: 1 compatible, 0 contradicting, 0.75 said by one only."""
+    """Per facet both or one answer speak to: 1 compatible, 0 contradicting, 0.9 said by one only."""
     out: dict[str, float] = {}
 
     def score(name: str, x: object, y: object, agree: bool) -> None:
@@ -112,8 +113,10 @@ def agreement(a: str, b: str, category: str, known: list[str] | tuple[str, ...] 
 
 
 def disagreement_flag(score: float, scores: dict[str, float], model: str) -> dict[str, str] | None:
-    """A ``second_opinion_disagreement`` flag when ``score`` < :data:`pipeline.validate.AGREEMENT_MIN`."""
-    if score >= validate.AGREEMENT_MIN:
+    """A ``second_opinion_disagreement`` flag when a facet is contradicted (scores 0) or ``score`` <
+    :data:`pipeline.validate.AGREEMENT_MIN`."""
+    contradicted = any(v == 0.0 for k, v in scores.items() if k != "text")
+    if score >= validate.AGREEMENT_MIN and not contradicted:
         return None
     worst = ", ".join(f"{k} {v:.2f}" for k, v in sorted(scores.items(), key=lambda kv: kv[1])[:3])
     return validate.flag("second_opinion_disagreement", validate.MEASURED_SEVERITY["second_opinion_disagreement"],

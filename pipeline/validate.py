@@ -58,8 +58,10 @@ code                            severity  when
                                           (:data:`pipeline.vocab.COLOUR_WORDS`) covers less than
                                           ``COLOUR_MIN_SHARE`` of the mask's pixels
 ``second_opinion_disagreement`` warning   a second answer (``--second-opinion``/``--samples 2``)
-                                          agrees less than ``AGREEMENT_MIN`` (the score is in
-                                          the detail; :mod:`pipeline.agreement`)
+                                          contradicts the first on category, colour, count,
+                                          orientation or position, or agrees less than
+                                          ``AGREEMENT_MIN`` overall (the score is in the detail;
+                                          :mod:`pipeline.agreement`)
 ==============================  ========  ======================================================
 
 Idioms and orientation phrases (``right next to``, ``rising to the right``, ``left behind``, ``to the left
@@ -225,8 +227,8 @@ METRES_ABS = 1.0
 #: (of a group's: ``COLOUR_MIN_SHARE_GROUP``).
 COLOUR_MIN_SHARE = 0.08
 COLOUR_MIN_SHARE_GROUP = 0.03
-#: Second opinions agreeing less than this are flagged (:mod:`pipeline.agreement`).
-AGREEMENT_MIN = 0.75
+#: Second opinions agreeing less than this are flagged, as are contradicted facets (:mod:`pipeline.agreement`).
+AGREEMENT_MIN = 0.6
 #: Categories whose footprint is round (no orientation).
 ROUND_CATEGORIES = frozenset({"storage tank", "roundabout"})
 
@@ -342,8 +344,6 @@ def stated_counts(text: str, category: str, others: frozenset[str] = frozenset()
         else:
             n = vocab.number_value(said)
             if n is None:
-                continue
-            if re.search(r"\bone\s+of\s+$", before[: m.start(1)] + said + " of ", re.IGNORECASE) and n == 1:
                 continue
             lo, hi = n, n
         out.append((said, lo, hi))
@@ -509,4 +509,4 @@ def review_score(
         keep *= 1.0 - min(max(w, 0.0), 0.99)
     if agreement is not None:
         keep *= 1.0 - (1.0 - min(max(agreement, 0.0), 1.0)) / 2
-    return round(1.0 - keep, 4)
+    return min(round(1.0 - keep, 4), 0.9999)
