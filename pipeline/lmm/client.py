@@ -263,6 +263,10 @@ def _status_error_text(error: openai.APIStatusError, model: str = "", profiles_s
     return text
 
 
+#: (base URL, model) -> {refused request field: the error it got}, shared by the clients of this process.
+_REFUSED: dict[tuple[str, str], dict[str, str]] = {}
+
+
 class LMMClient:
     """Describe batches of requests through one OpenAI-compatible endpoint (see the module doc).
 
@@ -283,8 +287,9 @@ class LMMClient:
         self.profile: ModelProfile = self.profiles.lookup(settings.model)
         self._rng = random.Random()
         # request field -> error text, once the model refused that field (HTTP 400): requests carrying it
-        # are not sent any more in this client's life (they would fail the same way)
-        self._refused: dict[str, str] = {}
+        # are not sent any more by any client of this process for the same endpoint and model (they would
+        # fail the same way; describe makes one client per tile batch)
+        self._refused: dict[str, str] = _REFUSED.setdefault((settings.base_url, settings.model), {})
 
     def key_for(self, request: LMMRequest) -> str:
         """The cache key of ``request`` under these settings (independent of endpoint, API key and ref)."""

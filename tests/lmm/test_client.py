@@ -304,7 +304,7 @@ def test_broken_200_bodies_are_retried_like_a_5xx(
     assert len(cached) == 1  # only the success; errors are not cached
 
 
-def test_a_cut_body_once_in_20_costs_no_call(
+def test_bodies_cut_once_all_succeed_on_their_retry(
     fault_server: FaultServer, make_settings: MakeSettings, make_requests: MakeRequests
 ) -> None:
     ids = [f"r{i}" for i in range(40)]

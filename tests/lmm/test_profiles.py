@@ -72,6 +72,9 @@ def test_reasoning_model_refusing_max_tokens_fails_fast_with_the_setting_to_chan
     assert fault_server.requests == 1  # the other nine would fail the same way: not sent
     assert all((r.error or "").startswith("not sent: an earlier request failed with HTTP 400") for r in results[1:])
     assert all(r.attempts == 0 for r in results[1:]) and results[0].attempts == 1
+    # describe makes one client per tile batch: the next client for this endpoint and model knows too
+    again = run(make_settings(fault_server.base_url, concurrency=1), make_requests(["later"]))
+    assert again[0].status == "error" and fault_server.requests == 1
 
 
 def test_temperature_refused_names_its_setting(
