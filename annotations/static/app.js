@@ -11,6 +11,7 @@ import {
 import { bulkCount, bulkGo, openDialog, openStats } from "./dialogs.js";
 import { clear, el } from "./dom.js";
 import { FixDraft, renderDraftCaption, renderDraftPhrases } from "./editor.js";
+import { MaskEditor } from "./maskedit.js";
 import { maskColour, Overlay } from "./overlay.js";
 import { decodeMask } from "./rle.js";
 import { Viewer } from "./viewer.js";
@@ -144,7 +145,7 @@ function redraw() {
   canvas.classList.toggle("hidden", prefs.hidden);
   const visible = visibleRefs();
   const linked = new Set(visible);
-  const faint = state.mode === "edit" ? state.sample.masks.map((_, i) => i).filter((i) => !linked.has(i)) : [];
+  const faint = state.mode === "edit" ? overlay.masks.map((_, i) => i).filter((i) => !linked.has(i)) : [];
   const focus = state.hover ?? state.pinned;
   overlay.draw({ visible, opacity: prefs.opacity, outlineOnly: prefs.outline, focus, faint });
   renderMarks(focus === null ? visible : [focus]);
@@ -173,8 +174,30 @@ function renderMarks(refs = markedRefs) {
 }
 
 function maskLabel(ref) {
+  if (ref >= state.sample.masks.length) return "drawn in review";
   const phrase = state.sample.original.phrases[ref];
   return phrase ? `${phrase.category || "?"} "${phrase.text}"` : "mask";
+}
+
+function safeDecode(rle) {
+  try {
+    return decodeMask(rle);
+  } catch {
+    return null;
+  }
+}
+
+/** Masks drawn in the page (the draft's while fixing, else the saved fix's). */
+function drawnMasks() {
+  if (!state.sample) return [];
+  return state.mode === "edit" ? state.draft.newMasks : state.sample.current.new_masks || [];
+}
+
+/** Reload the overlay after drawn masks changed: the original masks, then the drawn ones. */
+function reloadOverlay() {
+  const s = state.sample;
+  overlay.load([...state.decodedOriginal, ...drawnMasks().map(safeDecode)], s.width, s.height);
+  overlay.setScale(viewer.scale);
 }
 
 function setHover(ref) {
@@ -279,8 +302,8 @@ function renderPanel() {
   if (editing) {
     const handlers = { onChange: onDraftChange, onHover: focusHandlers.onHover };
     renderDraftCaption($("caption"), state.draft, handlers);
-    const masks = s.masks.map((_, i) => ({ label: maskLabel(i) }));
-    renderDraftPhrases($("phrases"), state.draft, masks, handlers);
+    const masks = overlay.masks.map((_, i) => ({ label: maskLabel(i) }));
+    renderDraftPhrases($("phrases"), state.draft, masks, { ...handlers, onEditMask: (n) => startDrawing(n) });
   } else {
     const problems = renderCaption($("caption"), s.current.caption, s.current.phrases, s.current.mask_refs, focusHandlers);
     renderPhraseList($("phrases"), s.current.phrases, s.current.mask_refs, focusHandlers, {
@@ -400,20 +423,15 @@ async function open(tileId, { push = true } = {}) {
   renderPanel();
   $("panel").scrollTop = 0;
   const saved = loadDraft(tileId);
-  if (saved) restoreDraft(saved);
   const tPanel = performance.now();
-  const decoded = res.data.masks.map((rle) => {
-    try {
-      return decodeMask(rle);
-    } catch {
-      return null;
-    }
-  });
+  const decoded = res.data.masks.map(safeDecode);
+  state.decodedOriginal = decoded;
   const tDecoded = performance.now();
   viewer.setSize(res.data.width, res.data.height);
-  overlay.load(decoded, res.data.width, res.data.height);
+  overlay.load([...decoded, ...(res.data.current.new_masks || []).map(safeDecode)], res.data.width, res.data.height);
   overlay.setScale(viewer.scale);
   const tPacked = performance.now();
+  if (saved) restoreDraft(saved);
   redraw();
   const tDrawn = performance.now();
   const imageError = await imageReady;
@@ -727,11 +745,12 @@ function enterEdit(saved = null) {
   const current = state.sample.current;
   state.mode = "edit";
   state.draft = saved
-    ? new FixDraft(saved.gcg_caption, saved.mask_refs, current)
-    : new FixDraft(current.gcg_caption, current.mask_refs);
+    ? new FixDraft(saved.gcg_caption, saved.mask_refs, current, saved.new_masks)
+    : new FixDraft(current.gcg_caption, current.mask_refs, null, current.new_masks);
   if (saved?.pending) state.draft.applyPending(saved.pending);
   state.draft.onInput = saveDraft;
   state.pinned = null;
+  reloadOverlay();
   renderPanel();
   redraw();
   showEditStatus([], true);
@@ -754,6 +773,7 @@ function restoreDraft(saved) {
     state.draft = null;
     $("note").value = "";
     hideBanner();
+    reloadOverlay();
     renderPanel();
     redraw();
   });
@@ -766,9 +786,11 @@ function cancelEdit() {
   if (state.mode !== "edit") return;
   if (state.draft.changed() && !window.confirm("Discard your changes to this sample?")) return;
   dropDraft(state.tileId);
+  stopDrawing();
   state.mode = "view";
   state.draft = null;
   hideBanner();
+  reloadOverlay();
   renderPanel();
   redraw();
 }
@@ -805,6 +827,101 @@ function showEditStatus(flags, ok) {
       el("span", { className: `badge sev-${flag.severity}`, text: flag.severity }),
       el("code", { text: flag.code }), el("span", { text: ` ${flag.detail}` })));
   }
+}
+
+// ---------------------------------------------------------------- drawing masks
+
+const maskEditor = new MaskEditor($("viewport"), $("edit-canvas"), (event) => viewer.toTile(event));
+const DRAW_TOOLS = { g: "polygon", b: "brush", x: "erase" };
+
+function syncDrawTools() {
+  for (const [key, tool] of Object.entries(DRAW_TOOLS)) {
+    $(`btn-tool-${key}`).setAttribute("aria-pressed", String(maskEditor.tool === tool));
+  }
+}
+
+/** Draw or correct the mask of phrase `target` (an index), or a mask for a new object ("new"). */
+function startDrawing(target) {
+  if (state.mode !== "edit" || state.drawing) return;
+  const ref = target === "new" ? null : state.draft.phrases()[target]?.segment.ref;
+  const decoded = ref === null || ref === undefined ? null : overlay.masks[ref];
+  state.drawing = { target };
+  maskEditor.start(decoded, state.sample.height, state.sample.width);
+  maskEditor.radius = Number($("brush-size").value);
+  syncDrawTools();
+  document.body.classList.add("drawing");
+  const what = target === "new" ? "a new object" : `phrase ${target + 1}`;
+  const done = el("button", { type: "button", text: "Done (Enter)" });
+  done.addEventListener("click", () => finishDrawing());
+  const cancel = el("button", { type: "button", text: "Cancel (Esc)" });
+  cancel.addEventListener("click", () => stopDrawing());
+  banner("draw", `Drawing the mask of ${what}: g polygon (click the corners, Enter or double click closes it), b brush, x eraser.`, done, cancel);
+}
+
+function stopDrawing() {
+  if (!state.drawing) return;
+  maskEditor.stop();
+  state.drawing = null;
+  document.body.classList.remove("drawing");
+  hideBanner();
+}
+
+/** Keep the drawn mask: link it to its phrase, or ask the words of the new object's phrase. */
+function finishDrawing() {
+  if (!state.drawing) return;
+  if (maskEditor.points.length >= 3) maskEditor.closePolygon();
+  const { rle, area } = maskEditor.result();
+  if (!area) {
+    toast("The mask is empty: draw something, or cancel with Esc");
+    return;
+  }
+  const { target } = state.drawing;
+  const ref = state.sample.masks.length + state.draft.addMask(rle);
+  stopDrawing();
+  if (target === "new") {
+    askNewObjectWords(ref);
+    return;
+  }
+  state.draft.relink(target, ref);
+  reloadOverlay();
+  onDraftChange();
+}
+
+function askNewObjectWords(ref) {
+  const input = el("input", { type: "text", className: "inline-phrase", "aria-label": "words of the new object", placeholder: "e.g. white car" });
+  banner("draw", "Words for the new object (Enter adds it as a sentence at the end; edit the sentence after):", input);
+  input.focus();
+  input.addEventListener("keydown", (event) => {
+    event.stopPropagation();
+    if (event.key === "Enter" && input.value.trim()) {
+      event.preventDefault();
+      state.draft.addPhrase(input.value, ref);
+      hideBanner();
+      reloadOverlay();
+      onDraftChange();
+    } else if (event.key === "Escape") {
+      hideBanner();
+    }
+  });
+}
+
+/** Keys while drawing; true when the key was used. */
+function drawingKey(event) {
+  if (!state.drawing) return false;
+  if (DRAW_TOOLS[event.key]) {
+    maskEditor.setTool(DRAW_TOOLS[event.key]);
+    syncDrawTools();
+  } else if (event.key === "Enter") {
+    if (maskEditor.tool === "polygon" && maskEditor.points.length >= 3) maskEditor.closePolygon();
+    else finishDrawing();
+  } else if (event.key === "Escape") {
+    if (maskEditor.points.length) maskEditor.setTool(maskEditor.tool); // drop the open polygon
+    else stopDrawing();
+  } else {
+    return false;
+  }
+  event.preventDefault();
+  return true;
 }
 
 // ---------------------------------------------------------------- keys and buttons
@@ -889,7 +1006,9 @@ document.addEventListener("keydown", (event) => {
     return;
   }
   const typing = event.target.closest?.("input, textarea, select");
+  if (!typing && drawingKey(event)) return;
   if (state.mode === "edit" && event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    if (state.drawing) return;
     event.preventDefault();
     decide("fix");
     return;
@@ -956,6 +1075,9 @@ $("queue-filter").addEventListener("change", (event) => {
   if (state.mode === "view") next();
 });
 bind("btn-undo", () => undo());
+bind("btn-add-object", () => startDrawing("new"));
+for (const key of Object.keys(DRAW_TOOLS)) bind(`btn-tool-${key}`, () => drawingKey({ key, preventDefault() {} }));
+$("brush-size").addEventListener("input", (event) => { maskEditor.radius = Number(event.target.value); });
 bind("btn-logout", async () => {
   if (!confirmLeave()) return;
   await postJSON("/api/logout", {});
@@ -983,6 +1105,7 @@ $("viewport").addEventListener("pointerleave", () => { if (state.hover !== null)
 // For tests: what the page thinks it is doing.
 window.__gpxState = () => ({
   tileId: state.tileId, ready: state.ready, busy: state.busy, done: state.done, mode: state.mode,
+  drawing: state.drawing, newMasks: state.draft ? state.draft.newMasks.length : null,
   loadToken: state.loadToken, history: state.history, pos: state.pos,
 });
 

@@ -54,10 +54,17 @@ export function splitSentences(segments) {
 }
 
 export class FixDraft {
-  /** A draft of (gcg, refs); `from` is the caption it started from when that differs (a restored draft). */
-  constructor(gcg, refs, from = null) {
+  /**
+   * A draft of (gcg, refs, newMasks); `from` is the caption it started from when that differs (a restored
+   * draft). A ref below the sample's number of original masks is an original mask; ref n + k is
+   * newMasks[k], a mask drawn in the page (COCO RLE).
+   */
+  constructor(gcg, refs, from = null, newMasks = []) {
     this.sentences = splitSentences(parseGcg(gcg, refs));
-    this.initial = from ? JSON.stringify(new FixDraft(from.gcg_caption, from.mask_refs).payload()) : JSON.stringify(this.payload());
+    this.newMasks = [...(newMasks || [])];
+    this.initial = from
+      ? JSON.stringify(new FixDraft(from.gcg_caption, from.mask_refs, null, from.new_masks).payload())
+      : JSON.stringify(this.payload());
     this.pending = null; // text being typed in a sentence or phrase editor, not applied yet
     this.onInput = null; // called on every keystroke (the page keeps a copy of the draft)
   }
@@ -85,6 +92,7 @@ export class FixDraft {
     return {
       gcg_caption: segmentsToGcg(segments),
       mask_refs: segments.filter((s) => s.type === "phrase").map((s) => s.ref),
+      new_masks: this.newMasks,
     };
   }
 
@@ -98,6 +106,18 @@ export class FixDraft {
 
   relink(n, ref) {
     this.phrases()[n].segment.ref = ref;
+  }
+
+  /** Keep a drawn mask; returns its position among the drawn masks. */
+  addMask(rle) {
+    this.newMasks.push(rle);
+    return this.newMasks.length - 1;
+  }
+
+  /** A new grounded phrase for a missed object, as a sentence of its own at the end of the caption. */
+  addPhrase(words, ref) {
+    const text = words.replace(/\s+/g, " ").trim();
+    this.sentences.push([{ type: "text", text: " " }, { type: "phrase", text, ref }, { type: "text", text: "." }]);
   }
 
   /** Un-ground phrase n: its words become plain text, its mask leaves the sample. */
@@ -314,7 +334,7 @@ function maskPicker(masks, ref, n, onPick) {
  * Phrase rows in edit mode: mask chip, the words (editable), the linked mask (re-link), and a drop
  * button. `masks` describes the original masks for the picker: [{label}] by index.
  */
-export function renderDraftPhrases(container, draft, masks, { onChange, onHover }) {
+export function renderDraftPhrases(container, draft, masks, { onChange, onHover, onEditMask = null }) {
   clear(container);
   const phrases = draft.phrases();
   phrases.forEach(({ segment }, n) => {
@@ -344,7 +364,14 @@ export function renderDraftPhrases(container, draft, masks, { onChange, onHover 
       draft.drop(n);
       onChange();
     });
-    const row = el("li", { className: "phrase-row editing" }, maskChip(segment.ref), input, picker, drop);
+    const draw = onEditMask
+      ? el("button", { className: "draw", type: "button", text: "Mask…", title: "Draw or correct this phrase's mask", "aria-label": `draw mask of phrase ${n + 1}` })
+      : null;
+    draw?.addEventListener("click", (event) => {
+      event.currentTarget.blur();
+      onEditMask(n);
+    });
+    const row = el("li", { className: "phrase-row editing", dataset: { phrase: n } }, maskChip(segment.ref), input, picker, draw, drop);
     row.addEventListener("mouseenter", () => onHover(segment.ref));
     row.addEventListener("mouseleave", () => onHover(null));
     container.append(row);

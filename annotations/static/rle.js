@@ -143,3 +143,56 @@ function erode1d(src, out, len, lines, t, step, lineStep, run) {
     for (let k = t; k < len - t; k += 1) if (run[k + t] > 2 * t) out[base + k * step] = 1;
   }
 }
+
+/** Run lengths -> pycocotools' compressed `counts` string (same algorithm as rleToString). */
+export function encodeCounts(counts) {
+  let s = "";
+  for (let i = 0; i < counts.length; i += 1) {
+    let x = counts[i];
+    if (i > 2) x -= counts[i - 2];
+    let more = true;
+    while (more) {
+      let c = x & 0x1f;
+      x >>= 5; // arithmetic shift, as in C for a negative long
+      more = c & 0x10 ? x !== -1 : x !== 0;
+      if (more) c |= 0x20;
+      s += String.fromCharCode(c + 48);
+    }
+  }
+  return s;
+}
+
+/**
+ * A full-tile bitmap (Uint8Array(h*w), row-major, 1 = inside) -> COCO compressed RLE
+ * {size: [h, w], counts}. Runs are column-major and start with background, as pycocotools writes them.
+ */
+export function encodeMask(bits, h, w) {
+  const counts = [];
+  let value = 0;
+  let run = 0;
+  for (let x = 0; x < w; x += 1) {
+    for (let y = 0; y < h; y += 1) {
+      const v = bits[y * w + x] ? 1 : 0;
+      if (v !== value) {
+        counts.push(run);
+        run = 0;
+        value = v;
+      }
+      run += 1;
+    }
+  }
+  counts.push(run);
+  return { size: [h, w], counts: encodeCounts(counts) };
+}
+
+/** A decoded (cropped) mask from decodeMask painted into a full-tile bitmap; null gives an empty one. */
+export function fullBits(decoded, h, w) {
+  const bits = new Uint8Array(h * w);
+  if (!decoded) return bits;
+  for (let r = 0; r < decoded.h; r += 1) {
+    const src = r * decoded.w;
+    const dst = (decoded.y0 + r) * w + decoded.x0;
+    for (let c = 0; c < decoded.w; c += 1) if (decoded.bits[src + c]) bits[dst + c] = 1;
+  }
+  return bits;
+}

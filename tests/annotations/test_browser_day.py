@@ -489,3 +489,93 @@ def test_phrase_decisions_by_keyboard_undo_and_roles(day: Day, driver: Any) -> N
     login(driver, day, "lena")
     wait(driver, lambda b: body(b, "role") == "lead", "lead role not applied")
     assert driver.find_element(By.ID, "btn-bulk").is_displayed()
+
+
+def _tile_offset(driver: Any, x: float, y: float) -> tuple[int, int]:
+    """Offset from the viewport's centre of tile pixel (x, y), for ActionChains."""
+    from selenium.webdriver.common.by import By
+
+    viewport = driver.find_element(By.ID, "viewport")
+    dx, dy = driver.execute_script(
+        "const s = document.getElementById('stage').getBoundingClientRect(), v = arguments[0].getBoundingClientRect();"
+        "const k = s.width / 400;"
+        "return [s.left + arguments[1] * k - (v.left + v.width / 2), s.top + arguments[2] * k - (v.top + v.height / 2)]",
+        viewport,
+        x,
+        y,
+    )
+    return round(dx), round(dy)
+
+
+def test_mask_drawing_round_trip_into_the_export(day: Day, driver: Any) -> None:
+    import numpy as np
+    from pycocotools import mask as mask_utils
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    login(driver, day, "alice")
+    wait_ready(driver, D1)
+    press(driver, "e")
+    viewport = driver.find_element(By.ID, "viewport")
+    # Correct the car's mask with the polygon tool: a 60 x 50 rectangle, corners clicked on the tile.
+    driver.find_element(By.CSS_SELECTOR, '[aria-label="draw mask of phrase 3"]').click()
+    wait(
+        driver,
+        lambda b: "Drawing the mask of phrase 3" in b.find_element(By.ID, "banner").text,
+        "no drawing banner",
+    )
+    press(driver, "g")
+    for x, y in ((240, 290), (300, 290), (300, 340), (240, 340)):
+        dx, dy = _tile_offset(driver, x, y)
+        ActionChains(driver).move_to_element_with_offset(viewport, dx, dy).click().perform()
+    press(driver, Keys.ENTER)  # closes the polygon
+    press(driver, Keys.ENTER)  # done
+    wait(
+        driver,
+        lambda b: b.find_element(By.CSS_SELECTOR, '#phrases .phrase-row[data-phrase="2"] .chip').text == "4",
+        "phrase 3 not linked to its drawn mask",
+    )
+    # A missed object: brush strokes, then its words.
+    driver.find_element(By.ID, "btn-add-object").click()
+    press(driver, "b")
+    start, end = _tile_offset(driver, 100, 250), _tile_offset(driver, 160, 250)
+    ActionChains(driver).move_to_element_with_offset(
+        viewport, *start
+    ).click_and_hold().move_to_element_with_offset(viewport, *end).release().perform()
+    press(driver, Keys.ENTER)
+    words = wait(
+        driver,
+        lambda b: b.find_element(By.CSS_SELECTOR, '[aria-label="words of the new object"]'),
+        "no words box",
+    )
+    words.send_keys("blue boat" + Keys.ENTER)
+    wait(
+        driver,
+        lambda b: "blue boat" in b.find_element(By.ID, "caption").text,
+        "new object not in the caption",
+    )
+    wait(
+        driver, lambda b: "validates" in b.find_element(By.ID, "edit-status").text, "drawn fix not validated"
+    )
+    wait(driver, lambda b: body(b, "ready") == "true", "sample not ready")
+    ActionChains(driver).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
+    wait_ready(driver, D2)
+    fixed = day.decisions()[D1]
+    assert fixed["review_status"] == "fixed" and fixed["gcg_caption"].endswith(" <p> blue boat </p> [SEG].")
+    assert [p["text"] for p in fixed["phrases"]] == ["large ship", "harbor", "white car", "blue boat"]
+    car = mask_utils.decode(
+        {"size": fixed["masks"][2]["size"], "counts": fixed["masks"][2]["counts"].encode()}
+    )
+    ys, xs = np.nonzero(car)
+    assert car.sum() == 60 * 50 and (xs.min(), xs.max(), ys.min(), ys.max()) == (240, 299, 290, 339)
+    boat = mask_utils.decode(
+        {"size": fixed["masks"][3]["size"], "counts": fixed["masks"][3]["counts"].encode()}
+    )
+    ys, xs = np.nonzero(boat)
+    assert boat.sum() > 50 and xs.min() >= 90 and xs.max() <= 170 and ys.min() >= 240 and ys.max() <= 260
+    # Opened again, the drawn masks are shown with the fix (mask numbers 4 and 5 on the tile).
+    press(driver, "k")
+    wait_ready(driver, D1)
+    marks = {e.text for e in driver.find_elements(By.CSS_SELECTOR, "#labels .mark")}
+    assert {"1", "2", "4", "5"} <= marks
