@@ -10,7 +10,8 @@ one tile batch), then one wait for the batches to end:
 2. objects of grouped calls whose answers were missing or invalid, asked singly;
 3. the compose calls, now that every tile's sentences are known.
 
-A pass that queues nothing ends the filling. Describe then runs as usual, reading every answer from the
+A pass that queues nothing ends the filling. When ``batch_max_wait_s`` runs out first,
+:class:`BatchesStillRunning` is raised and nothing is written. Describe then runs as usual, reading every answer from the
 cache and sending nothing live (a request the batches could not answer is flagged ``lmm_failed``; a rerun
 of ``describe --batch`` tries it again). Batch ids live in ``DIR/lmm_batches/batches.json``: a rerun after a
 crash or Ctrl-C resumes polling them. Keys answered in this run are listed in
@@ -26,12 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from .lmm.batch import BatchRunner
+from .lmm.batch import STATE_FILENAME, BatchRunner
 from .lmm.deferred import DeferredClient
 from .prompts import load_prompt_set
 
 if TYPE_CHECKING:
     from .describe import DescribeConfig
+
+class BatchesStillRunning(RuntimeError):
+    """Batches were still running when ``batch_max_wait_s`` ran out: nothing is written; a rerun resumes."""
+
 
 STATE_DIR = "lmm_batches"
 ANSWERED = "answered_this_run.txt"
@@ -63,6 +68,8 @@ def fill_batches(data_dir: str | Path, config: DescribeConfig, progress: bool = 
 
     Raises:
         ValueError: no ``base_url`` (the embedded offline describer has no Batch API).
+        BatchesStillRunning: ``batch_max_wait_s`` ran out with batches still running (their ids are kept;
+            the next run resumes polling them).
     """
     from .describe import _settings, describe_batch, tile_batches
 
@@ -99,8 +106,14 @@ def fill_batches(data_dir: str | Path, config: DescribeConfig, progress: bool = 
                 break  # max wait reached: the next run resumes polling
     finally:
         runner.close()
+    if counts["running"]:
+        raise BatchesStillRunning(
+            f"{counts['running']} requests are still in Batch API batches after {config.batch_max_wait_s:g} s "
+            f"(ids in {data / STATE_DIR / STATE_FILENAME}); nothing was written: run the same describe --batch "
+            "again later to resume polling them"
+        )
     return {"passes": passes, "batches": runner.submitted, "queued": runner.queued, **counts,
             "answered": len(answered)}  # fmt: skip
 
 
-__all__ = ["ANSWERED", "STATE_DIR", "answered_this_run", "fill_batches"]
+__all__ = ["ANSWERED", "STATE_DIR", "BatchesStillRunning", "answered_this_run", "fill_batches"]

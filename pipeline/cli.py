@@ -317,6 +317,7 @@ def describe(
     before anything is sent; `--instances-per-call 4` asks four marked objects per request; `--batch` uses
     the Batch API at its discount (see README, "LMM cost and compatibility").
     """
+    from .batchmode import BatchesStillRunning
     from .describe import DescribeConfig
     from .describe import describe as run_describe
     from .dryrun import dry_run as run_dry_run
@@ -337,6 +338,9 @@ def describe(
             if dry_run:
                 return
         summary = run_describe(data, config, progress=progress)
+    except BatchesStillRunning as exc:
+        typer.echo(f"not finished: {exc}", err=True)
+        raise typer.Exit(3) from None
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -121,3 +121,20 @@ def test_cli_dry_run_and_estimate_first_line(tmp_path: Path, isaid_prepared: Pat
     assert (data / "samples.parquet").exists()
     bad = CliRunner().invoke(app, ["describe", str(data), "--batch", "--no-progress"])
     assert bad.exit_code == 2 and "--batch needs --base-url" in bad.output
+
+
+def test_batches_still_running_write_nothing_and_a_rerun_resumes(
+    tmp_path: Path, isaid_prepared: Path, batch_server: BatchServer
+) -> None:
+    from pipeline.batchmode import BatchesStillRunning
+
+    batch_server.script = ["hold"]
+    data = _fresh(isaid_prepared, tmp_path / "d")
+    config = DescribeConfig(base_url=batch_server.base_url, batch=True, batch_poll_s=0.01, batch_max_wait_s=0.5)
+    with pytest.raises(BatchesStillRunning, match="run the same describe --batch again later"):
+        describe(data, config, progress=False)
+    assert not (data / "samples.parquet").exists() and len(batch_server.batches) == 1
+    batch_server.release()
+    summary = describe(data, config.model_copy(update={"batch_max_wait_s": None}), progress=False)
+    assert len(batch_server.batches) == 2  # the held first round was resumed, not resubmitted; then compose
+    assert summary.lmm["batched"] == summary.lmm["sent"] == 48
