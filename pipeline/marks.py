@@ -9,6 +9,7 @@ follows the tile (readable at 4K).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -68,7 +69,8 @@ def place_marks(
     """
     side = _square_side(font_size or font_size_for(width, height), digits=2)
     half = side / 2
-    order = sorted(range(len(masks)), key=lambda i: masks[i].area)
+    areas = [m.area for m in masks]
+    order = sorted(range(len(masks)), key=areas.__getitem__)
     placed: list[tuple[float, float, float, float]] = []
     result: dict[int, tuple[float, float, tuple[float, float, float, float]]] = {}
     for i in order:
@@ -160,5 +162,51 @@ def draw_marks(
             extra = (_square_side(size, len(text)) - (x1 - x0)) / 2
             x0, x1 = x0 - extra, x1 + extra
         draw.rectangle([x0, y0, x1, y1], fill=MARK_FILL)
-        draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, fill=MARK_TEXT, font=font, anchor="mm")
+        xy = ((x0 + x1) / 2, (y0 + y1) / 2)
+        if not _paste_text(img, xy, text, size, font):
+            draw.text(xy, text, fill=MARK_TEXT, font=font, anchor="mm")
     return img
+
+
+# Rendered mark numbers: (font size, text, fractional x, fractional y) → the text on black and where it goes.
+_TEXT_CACHE: dict[tuple[int, str, float, float], tuple[Image.Image, int, int] | None] = {}
+_TEXT_CACHE_MAX = 4096
+
+
+def _rendered_text(
+    text: str, size: int, fx: float, fy: float, font: ImageFont.FreeTypeFont | ImageFont.ImageFont
+) -> tuple[Image.Image, int, int] | None:
+    """``text`` drawn as ``draw_marks`` draws it, on black, cropped to its pixels; with its offset from the
+    integer part of the anchor point. Rendering depends only on the text, the font and the fractional part
+    of the position, so one rendering serves every mark with the same number (FreeType is the slow part)."""
+    key = (size, text, fx, fy)
+    if key not in _TEXT_CACHE:
+        if len(_TEXT_CACHE) >= _TEXT_CACHE_MAX:
+            _TEXT_CACHE.clear()
+        pad = 4 * size * max(1, len(text))
+        if math.modf(pad + fx)[0] != fx or math.modf(pad + fy)[0] != fy:
+            return None  # the canvas position would not keep the fraction exactly: draw in place
+        canvas = Image.new("RGB", (2 * pad, 2 * pad), MARK_FILL)
+        ImageDraw.Draw(canvas).text((pad + fx, pad + fy), text, fill=MARK_TEXT, font=font, anchor="mm")
+        box = canvas.getbbox()
+        _TEXT_CACHE[key] = None if box is None else (canvas.crop(box), box[0] - pad, box[1] - pad)
+    return _TEXT_CACHE[key]
+
+
+def _paste_text(
+    img: Image.Image, xy: tuple[float, float], text: str, size: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont
+) -> bool:
+    """Put the cached rendering of ``text`` at ``xy`` when every pixel it covers is still the square's black
+    (then the result equals drawing the text there); ``False`` when the caller must draw it."""
+    ix, iy = int(xy[0]), int(xy[1])
+    rendered = _rendered_text(text, size, xy[0] - ix, xy[1] - iy, font)
+    if rendered is None:
+        return False
+    patch, dx, dy = rendered
+    box = (ix + dx, iy + dy, ix + dx + patch.width, iy + dy + patch.height)
+    if box[0] < 0 or box[1] < 0 or box[2] > img.width or box[3] > img.height:
+        return False
+    if img.crop(box).getextrema() != ((0, 0), (0, 0), (0, 0)):
+        return False
+    img.paste(patch, box[:2])
+    return True

@@ -107,6 +107,7 @@ def process_tile(
     w, h = tile.width, tile.height
     dropped: Counter[str] = Counter()
     kept: list[TileInstance] = []
+    areas: list[float] = []
     for inst in instances:
         area = inst.mask.area
         if area < config.min_area:
@@ -115,8 +116,8 @@ def process_tile(
             dropped["under_min_visible_fraction"] += 1
         else:
             kept.append(inst)
+            areas.append(float(area))
     shapes = [priors.measure(i.mask) for i in kept]
-    areas = [float(i.mask.area) for i in kept]
     names = [category_name(i.category) for i in kept]
 
     # Clusters per cluster category.

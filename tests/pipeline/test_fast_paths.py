@@ -25,6 +25,7 @@ from pipeline.config import PrepareConfig
 from pipeline.ingest import isaid
 from pipeline.marks import depth_map
 from pipeline.prepare import prepare
+from pipeline.rle import LocalMask
 
 
 def _random_mask(rng: np.random.Generator) -> np.ndarray:
@@ -140,3 +141,21 @@ def test_isaid_streamed_and_kept_codes_give_the_same_instances(
         a = pq.read_table(kept / f"{name}.parquet").drop_columns(["source_path"] if name == "tiles" else [])
         b = pq.read_table(streamed / f"{name}.parquet").drop_columns(["source_path"] if name == "tiles" else [])
         assert a.equals(b), name
+
+
+def _old_measure(mask: np.ndarray) -> tuple[float, float, float, float, float | None]:
+    ys, xs = np.nonzero(mask)
+    cx, cy = float(3 + xs.mean() + 0.5), float(5 + ys.mean() + 0.5)
+    rect = _qhull_rect(priors._boundary_points(mask))
+    assert rect is not None
+    return cx, cy, *rect
+
+
+def test_measure_equals_the_qhull_and_nonzero_version() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(3000):
+        m = _random_mask(rng)
+        if not m.any():
+            continue
+        s = priors.measure(LocalMask(3, 5, m))
+        assert (s.cx, s.cy, s.length_px, s.width_px, s.angle_deg) == _old_measure(m)

@@ -56,3 +56,22 @@ def test_grid_and_contour_overlays() -> None:
     assert (grid[:, 100] == 255).all() and (grid[200, :] == 255).all()
     assert (contour[50, 50:90] == (0, 255, 255)).all() and (contour[70, 70] == 0).all()
     assert isinstance(draw_marks(tile, []), Image.Image)
+
+
+def test_cached_numbers_draw_the_same_pixels_as_drawing_each(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Mark numbers are rendered once and pasted; the image equals drawing every number with FreeType."""
+    import pipeline.marks as marks_module
+
+    rng = np.random.default_rng(7)
+    tile = rng.integers(0, 256, size=(300, 400, 3), dtype=np.uint8)
+    marks = []
+    for number in range(1, 140):  # 1-, 2- and 3-digit numbers, overlapping squares, squares past the edges
+        x, y = float(rng.integers(-5, 405)) + 0.5, float(rng.integers(-5, 305)) + 0.5
+        half = float(rng.integers(6, 20))
+        marks.append(Mark(number, x, y, (x - half, y - half, x + half, y + half)))
+    for size in (10, 13, 16):
+        fast = np.asarray(draw_marks(tile, marks, font_size=size))
+        monkeypatch.setattr(marks_module, "_paste_text", lambda *a, **k: False)
+        slow = np.asarray(draw_marks(tile, marks, font_size=size))
+        monkeypatch.undo()
+        assert np.array_equal(fast, slow)
