@@ -144,5 +144,30 @@ def export_events_command(
     typer.echo(f"wrote {table.num_rows} events to {out}")
 
 
+@app.command("report")
+def report_command(
+    data: DataOption,
+    db: DbOption = None,
+    decisions: Annotated[
+        Path | None, typer.Option(help="A decisions Parquet file (export-decisions) instead of the database.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the report here (.json: JSON, else Markdown).")] = None,
+) -> None:
+    """Flag calibration from decisions: per flag code, rejected/fixed vs accepted samples, and the
+    rejected-or-fixed share of unflagged spot checks (the miss estimate)."""
+    from pipeline.calibration import calibrate, write_report
+    from pipeline.export.decisions import DecisionsError
+
+    try:
+        report = calibrate(data, decisions, db)
+    except (DecisionsError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report.markdown())
+    if out is not None:
+        write_report(report, out)
+        typer.echo(f"written to {out}", err=True)
+
+
 if __name__ == "__main__":
     app()

@@ -302,6 +302,11 @@ def describe(
     batch_poll: Annotated[float, typer.Option(min=0.1, help="Seconds between batch status checks.")] = 30.0,
     batch_max_wait: Annotated[float | None, typer.Option(help="Stop waiting for batches after this many seconds "
                                                          "(a rerun resumes them).")] = None,
+    second_opinion: Annotated[str | None, typer.Option(metavar="MODEL", help="Ask every instance and group "
+                                                       "request again of MODEL (same endpoint) and flag objects whose "
+                                                       "two answers disagree (doubles those calls).")] = None,
+    samples: Annotated[int, typer.Option(min=1, max=2, help="2: ask every instance and group request twice of the "
+                                         "same model (needs --temperature > 0) and flag disagreement.")] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Describe prepared tiles with an LMM and ground the captions (GeoPixelD's tiers: holistic, instance,
@@ -331,6 +336,7 @@ def describe(
             max_phrases=max_phrases, compose=compose, max_tokens=max_tokens, temperature=temperature,
             profiles_file=str(lmm_profiles) if lmm_profiles else None, instances_per_call=instances_per_call,
             batch=batch, batch_poll_s=batch_poll, batch_max_wait_s=batch_max_wait,
+            second_opinion=second_opinion, samples=samples,
         )
         if dry_run or estimate:
             planned = run_dry_run(data, config, progress=progress)
