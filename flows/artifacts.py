@@ -3,7 +3,8 @@
 :func:`write_report` needs no Prefect: from the run's summaries (a plain dict, see below) and the
 prepared tables it writes
 
-* ``summary.md``: counts; flags by code and severity; LMM calls, tokens and estimated cost (for the
+* ``summary.md``: counts; flags by code and severity; when the output folder has review decisions
+  (``review.sqlite``), the review calibration per flag code (:mod:`pipeline.calibration`); LMM calls, tokens and estimated cost (for the
   dataset, and what this run sent); the export and the release; every skipped input with its reason;
 * ``run.json``: the same dict;
 * ``instances_per_category.png``, ``instance_sizes.png`` (visible area in px, by size class, log
@@ -229,6 +230,10 @@ def summary_markdown(run: Mapping[str, Any], images: Mapping[str, str] | None = 
         else ["No flags."]
     )
 
+    cal = run.get("calibration") or {}
+    if cal.get("markdown"):
+        lines += ["", "## Review calibration", "", cal["markdown"]]
+
     fid = desc.get("fidelity") or {}
     if fid:
         lines += ["", f"## GeoPixelD fidelity (policy `{desc.get('policy', '?')}`)", ""]
@@ -317,6 +322,22 @@ def summary_markdown(run: Mapping[str, Any], images: Mapping[str, str] | None = 
     return "\n".join(lines).rstrip() + "\n"
 
 
+def review_calibration(out_dir: str | Path) -> dict[str, Any] | None:
+    """The review calibration of ``out_dir`` (its ``review.sqlite`` decisions) as a dict with its Markdown, or
+    None when there are no decisions or they cannot be read (the report says nothing then)."""
+    from pipeline.calibration import calibrate
+    from pipeline.export.decisions import DEFAULT_DB_NAME, DecisionsError
+
+    out = Path(out_dir)
+    if not (out / DEFAULT_DB_NAME).is_file() or not (out / "samples.parquet").is_file():
+        return None
+    try:
+        report = calibrate(out)
+    except (DecisionsError, ValueError, OSError):
+        return None
+    return {**report.as_dict(), "markdown": report.markdown()} if report.reviewed else None
+
+
 def write_report(out_dir: str | Path, run: Mapping[str, Any]) -> RunReport:
     """Write ``OUT/report/`` (see the module docstring) and return its files."""
     out = Path(out_dir)
@@ -332,6 +353,8 @@ def write_report(out_dir: str | Path, run: Mapping[str, Any]) -> RunReport:
         "flags_per_code": plot_flags_per_code(flags, folder / "flags_per_code.png"),
     }
     plots = {k: v for k, v in made.items() if v is not None}
+    if "calibration" not in run:
+        run = {**run, "calibration": review_calibration(out)}
     markdown = summary_markdown(run, {k: p.name for k, p in plots.items()})
     summary_md = folder / "summary.md"
     summary_md.write_text(markdown)

@@ -215,3 +215,8 @@ def test_review_report_reads_the_review_database(tmp_path: Path) -> None:
     assert "count_mismatch" in result.output and (tmp_path / "cal.json").exists()
     missing = CliRunner().invoke(app, ["review", "report", "--data", str(tmp_path), "--decisions", str(tmp_path / "no.parquet")])
     assert missing.exit_code == 2 and "not found" in missing.output
+    # The run report carries the calibration when the output folder has review decisions.
+    from flows.artifacts import write_report
+
+    run_report = write_report(tmp_path, {"out_dir": str(tmp_path)})
+    assert "## Review calibration" in run_report.markdown and "Miss estimate" in run_report.markdown
