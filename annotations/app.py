@@ -52,7 +52,16 @@ from .db import (
     users,
     utcnow,
 )
-from .decisions import Conflict, FixRejected, Validator, build_fix, bulk_accept, record_decision
+from .decisions import (
+    Conflict,
+    FixRejected,
+    Validator,
+    build_fix,
+    bulk_accept,
+    current_decision,
+    record_decision,
+)
+from .double import AlreadyReviewed, agreement_report, is_double, record_review, review_rows
 from .index import ensure_index
 from .phrases import phrase_states, record_phrase_decision
 from .queue import QueueConfig, QueueFilter, ReviewQueue
@@ -67,6 +76,7 @@ CONTENT_SECURITY_POLICY = (
 )
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Events that count as a decision made by an annotator (stats, "you today").
+PUBLIC_DECISION = ("status", "reviewer", "decided_at", "revision", "note")
 DECISION_ACTIONS = ("accept", "reject", "fix", "bulk_accept", "phrase_accept", "phrase_reject", "phrase_fix")
 
 
@@ -189,8 +199,12 @@ def client_address(request: Request) -> str:
 def _queue_filter(
     flag_code: str | None = Query(default=None, max_length=200),
     category: str | None = Query(default=None, max_length=200),
+    adjudicate: bool = Query(default=False),
+    session: auth.Session = Depends(current_session),
 ) -> QueueFilter:
-    return QueueFilter(flag_code=flag_code or None, category=category or None)
+    if adjudicate and not session.is_lead:
+        raise HTTPException(status_code=403, detail="the adjudication queue is for leads")
+    return QueueFilter(flag_code=flag_code or None, category=category or None, adjudicate=adjudicate)
 
 
 def _origin_allowed(request: Request) -> bool:
@@ -200,12 +214,25 @@ def _origin_allowed(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-def _sample_payload(ctx: ReviewContext, tile_id: str, sample: dict[str, Any]) -> dict[str, Any]:
+def _sample_payload(
+    ctx: ReviewContext, tile_id: str, sample: dict[str, Any], user: str = "", is_lead: bool = False
+) -> dict[str, Any]:
     with ctx.engine.connect() as conn:
         decision = decision_dict(
             conn.execute(sa.select(decisions).where(decisions.c.tile_id == tile_id)).first()
         )
         phrases_decided = phrase_states(conn, tile_id)
+        double: dict[str, Any] | None = None
+        if is_double(conn, tile_id):
+            done = review_rows(conn, tile_id)
+            double = {
+                "reviews": len(done),
+                "mine": next((r["status"] for r in done if r["annotator"] == user), None),
+            }
+            if is_lead and len(done) >= 2:  # adjudication: the lead sees both reviews
+                double["detail"] = [
+                    {k: r[k] for k in ("annotator", "status", "note", "decided_at", "fixed")} for r in done
+                ]
     original = {k: sample.get(k) for k in ("gcg_caption", "caption", "phrases")}
     if decision and decision["status"] == "fixed":
         current = {k: decision[k] for k in ("gcg_caption", "caption", "phrases", "mask_refs")}
@@ -232,6 +259,7 @@ def _sample_payload(ctx: ReviewContext, tile_id: str, sample: dict[str, Any]) ->
             "decision": public_decision,
             "revision": decision["revision"] if decision else 0,
             "phrase_decisions": {str(k): v for k, v in sorted(phrases_decided.items())},
+            "double_review": double,
             "priors": ctx.store.priors(tile_id),
             "holder": ctx.queue.holder(tile_id),
             "queue": {
@@ -242,6 +270,17 @@ def _sample_payload(ctx: ReviewContext, tile_id: str, sample: dict[str, Any]) ->
             "has_marks": ctx.store.image_path(tile_id, "marks") is not None,
         }
     )
+
+
+def _double_stage(ctx: ReviewContext, tile_id: str) -> str:
+    """Two-reviewer mode: ``review`` (a blind review is due), ``adjudication`` (two reviews disagree, a
+    lead decides), ``decided``, or ``single`` (not a double-review tile)."""
+    with ctx.engine.connect() as conn:
+        if not is_double(conn, tile_id):
+            return "single"
+        if current_decision(conn, tile_id) is not None:
+            return "decided"
+        return "adjudication" if len(review_rows(conn, tile_id)) >= 2 else "review"
 
 
 def _get_sample(ctx: ReviewContext, tile_id: str) -> dict[str, Any]:
@@ -281,7 +320,13 @@ def create_app(
         raise FileNotFoundError(f"no samples.parquet in {data_dir}")
     engine = open_engine(db_url or default_db_url(data_dir))
     config = queue_config or QueueConfig()
-    ensure_index(engine, data_dir, spot_check_rate=config.spot_check_rate, seed=config.seed)
+    ensure_index(
+        engine,
+        data_dir,
+        spot_check_rate=config.spot_check_rate,
+        seed=config.seed,
+        double_review_rate=config.double_review_rate,
+    )
     store = SampleStore(data_dir, engine)
     queue = ReviewQueue(engine, config)
     app = FastAPI(title="geopixeld review", docs_url=None, redoc_url=None, openapi_url=None)
@@ -407,21 +452,23 @@ def create_app(
         }
 
     @app.get("/api/queue/facets")
-    def queue_facets(request: Request, _: auth.Session = Depends(current_session)) -> dict[str, Any]:
+    def queue_facets(request: Request, session: auth.Session = Depends(current_session)) -> dict[str, Any]:
         out: dict[str, list[dict[str, Any]]] = {"flag_code": [], "category": []}
         with _ctx(request).engine.connect() as conn:
             for row in conn.execute(
                 sa.select(index_facets).order_by(index_facets.c.kind, index_facets.c.value)
             ):
                 out.setdefault(row.kind, []).append({"value": row.value, "samples": int(row.samples)})
-        return {"flag_codes": out["flag_code"], "categories": out["category"]}
+        # Leads also see how many samples wait for adjudication (two reviewers disagreed).
+        adjudicate = _ctx(request).queue.remaining(QueueFilter(adjudicate=True)) if session.is_lead else None
+        return {"flag_codes": out["flag_code"], "categories": out["category"], "adjudicate": adjudicate}
 
     @app.get("/api/samples/{tile_id}")
     def get_sample(
-        tile_id: str, request: Request, _: auth.Session = Depends(current_session)
+        tile_id: str, request: Request, session: auth.Session = Depends(current_session)
     ) -> dict[str, Any]:
         ctx = _ctx(request)
-        return _sample_payload(ctx, tile_id, _get_sample(ctx, tile_id))
+        return _sample_payload(ctx, tile_id, _get_sample(ctx, tile_id), session.user, session.is_lead)
 
     @app.get("/api/samples/{tile_id}/image/{layer}")
     def get_image(
@@ -473,6 +520,28 @@ def create_app(
                 )
             except FixRejected as rejected:
                 return _error(422, "validation", "the fix does not validate", flags=rejected.flags)
+        stage = _double_stage(ctx, tile_id)
+        if stage == "adjudication" and not session.is_lead:
+            return _error(403, "adjudication", "its two reviewers disagreed: a lead decides this sample")
+        if stage == "review":
+            try:
+                result = record_review(
+                    ctx.engine,
+                    sample=sample,
+                    actor=session.user,
+                    action=body.action,
+                    note=body.note,
+                    fixed=fixed,
+                )
+            except AlreadyReviewed as exc:
+                return _error(409, "reviewed", str(exc))
+            except Conflict:
+                stage = "decided"  # decided meanwhile: the normal path reports the conflict
+            else:
+                decided = result["decision"]
+                public_decision = None if decided is None else {k: decided[k] for k in PUBLIC_DECISION}
+                body_out = {"decision": public_decision, "outcome": result["outcome"], "flags": flags}
+                return JSONResponse(_clean({**body_out, "reviews": result["reviews"]}))
         try:
             decision = record_decision(
                 ctx.engine,
@@ -482,6 +551,7 @@ def create_app(
                 base_revision=body.base_revision,
                 note=body.note,
                 fixed=fixed,
+                event_action=f"adjudicate_{body.action}" if stage == "adjudication" else None,
             )
         except Conflict as conflict:
             current = conflict.current or {}
@@ -505,6 +575,8 @@ def create_app(
     ) -> Response:
         ctx = _ctx(request)
         sample = _get_sample(ctx, tile_id)
+        if _double_stage(ctx, tile_id) in ("review", "adjudication"):
+            return _error(409, "double_review", "samples reviewed by two annotators are decided as a whole")
         try:
             result = record_phrase_decision(
                 ctx.engine,
@@ -637,6 +709,10 @@ def create_app(
             log_event(conn, actor=session.user, action="change_user", after={"user": name, **values})
         return {"name": name, **values}
 
+    @app.get("/api/report")
+    def report(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
+        return _clean_dict(agreement_report(_ctx(request).engine))
+
     @app.get("/api/stats")
     def stats(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
         engine = _ctx(request).engine
@@ -670,11 +746,15 @@ def create_app(
         request: Request,
         tile_id: str | None = Query(default=None, max_length=255),
         limit: int = Query(default=100, ge=1, le=1000),
-        _: auth.Session = Depends(current_session),
+        session: auth.Session = Depends(current_session),
     ) -> dict[str, Any]:
         query = sa.select(events).order_by(events.c.id.desc()).limit(limit)
         if tile_id is not None:
             query = query.where(events.c.tile_id == tile_id)
+            if not session.is_lead and _double_stage(_ctx(request), tile_id) in ("review", "adjudication"):
+                query = query.where(events.c.actor == session.user)  # blind: not the other reviewer's
+        elif not session.is_lead:
+            query = query.where(events.c.actor == session.user)
         with _ctx(request).engine.connect() as conn:
             rows = conn.execute(query).all()
         return _clean_dict({"events": [_event_dict(row) for row in rows]})

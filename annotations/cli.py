@@ -56,6 +56,12 @@ def serve(
         bool, typer.Option(help="Send the session cookie only over HTTPS (use behind a TLS proxy).")
     ] = False,
     session_hours: Annotated[float, typer.Option(min=0.1, help="How long a login lasts.")] = 12.0,
+    double_review_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of queued samples reviewed by two annotators blind (0: off)."
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve the review page at http://HOST:PORT/ (log in with an account from add-user)."""
     import uvicorn
@@ -68,7 +74,12 @@ def serve(
             f"warning: serving on {host} without --secure-cookies; put it behind HTTPS before sharing it.",
             err=True,
         )
-    config = QueueConfig(spot_check_rate=spot_check_rate, seed=seed, lease=timedelta(minutes=lease_minutes))
+    config = QueueConfig(
+        spot_check_rate=spot_check_rate,
+        seed=seed,
+        lease=timedelta(minutes=lease_minutes),
+        double_review_rate=double_review_rate,
+    )
     review_app = create_app(
         data,
         db,
@@ -114,6 +125,39 @@ def add_user_command(
     typer.echo(f"user {name} ({role}) {'updated' if replace else 'created'}")
 
 
+def _print_agreement(data: Path, db: str | None) -> None:
+    """Two-reviewer agreement (``double.agreement_report``): share of agreement and Cohen's kappa, overall
+    and per flag code; nothing when no sample was reviewed twice."""
+    from .db import default_db_url, open_engine
+    from .double import agreement_report
+
+    engine = open_engine(db or default_db_url(data))
+    try:
+        result = agreement_report(engine)
+    finally:
+        engine.dispose()
+    if not result["pairs"] and not result["adjudication"]["open"]:
+        return
+    typer.echo("\n## Two-reviewer agreement\n")
+
+    def fmt(value: float | None, percent: bool = False) -> str:
+        if value is None:
+            return "-"
+        return f"{100 * value:.1f}%" if percent else f"{value:.3f}"
+
+    typer.echo(f"samples reviewed twice: {result['pairs']}")
+    typer.echo(f"agreement: {fmt(result['agreement'], True)}   Cohen's kappa: {fmt(result['kappa'])}")
+    adjudication = result["adjudication"]
+    typer.echo(f"adjudication: {adjudication['open']} open, {adjudication['decided']} decided by a lead")
+    if result["by_flag_code"]:
+        width = max(len("flag code"), *(len(r["flag_code"]) for r in result["by_flag_code"]))
+        typer.echo(f"{'flag code':<{width}}  pairs  agreement  kappa")
+        for row in result["by_flag_code"]:
+            typer.echo(
+                f"{row['flag_code']:<{width}}  {row['pairs']:>5}  {fmt(row['agreement'], True):>9}  {fmt(row['kappa']):>6}"
+            )
+
+
 @app.command("export-decisions")
 def export_decisions_command(
     data: DataOption,
@@ -151,10 +195,13 @@ def report_command(
     decisions: Annotated[
         Path | None, typer.Option(help="A decisions Parquet file (export-decisions) instead of the database.")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the report here (.json: JSON, else Markdown).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the report here (.json: JSON, else Markdown).")
+    ] = None,
 ) -> None:
     """Flag calibration from decisions: per flag code, rejected/fixed vs accepted samples, and the
-    rejected-or-fixed share of unflagged spot checks (the miss estimate)."""
+    rejected-or-fixed share of unflagged spot checks (the miss estimate); with two-reviewer mode, the
+    reviewers' agreement and Cohen's kappa, overall and per flag code."""
     from pipeline.calibration import calibrate, write_report
     from pipeline.export.decisions import DecisionsError
 
@@ -164,6 +211,7 @@ def report_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(report.markdown())
+    _print_agreement(data, db)
     if out is not None:
         write_report(report, out)
         typer.echo(f"written to {out}", err=True)

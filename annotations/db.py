@@ -114,6 +114,28 @@ sample_index = sa.Table(
     sa.Column("spot_key", sa.String(64), nullable=False),
     sa.Column("spot_check", sa.Boolean, nullable=False, default=False),
     sa.Column("position", sa.Integer, nullable=True, unique=True),
+    # Reviewed by two annotators blind (two-reviewer mode), see double.py.
+    sa.Column("double_review", sa.Boolean, nullable=False, default=False),
+)
+
+# Two-reviewer mode: each annotator's own verdict on a double-review tile (blind to the other's). The
+# tile's decision is made when two agree, or by a lead when they disagree (``adjudications``).
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("tile_id", sa.String(255), primary_key=True),
+    sa.Column("annotator", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("fixed", sa.JSON, nullable=True),  # {gcg_caption, mask_refs, new_masks} of a fix
+)
+
+adjudications = sa.Table(
+    "adjudications",
+    metadata,
+    sa.Column("tile_id", sa.String(255), primary_key=True),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 # The row groups of instances.parquet holding each tile's instances (the priors panel).
@@ -200,6 +222,10 @@ def open_engine(db_url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
     with engine.begin() as conn:
+        if "double_review" not in {c["name"] for c in sa.inspect(conn).get_columns("sample_index")}:
+            sample_index.drop(conn)  # an index from an earlier build of schema 2: it is only a cache
+            sample_index.create(conn)
+            conn.execute(sa.delete(meta).where(meta.c.key == "sample_index"))
         if "new_masks" not in {c["name"] for c in sa.inspect(conn).get_columns("decisions")}:  # schema 1
             json_type = "JSONB" if engine.dialect.name == "postgresql" else "JSON"
             conn.exec_driver_sql(f"ALTER TABLE decisions ADD COLUMN new_masks {json_type}")

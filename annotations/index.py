@@ -80,7 +80,15 @@ def _row_group_of(parquet: pq.ParquetFile) -> Iterator[tuple[int, int]]:
             yield group, row
 
 
-def _sample_rows(path: Path, seed: int, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+def double_review(seed: int, tile_id: str, rate: float) -> bool:
+    """Whether a tile is one of the share ``rate`` reviewed by two annotators (deterministic per seed)."""
+    digest = hashlib.sha256(f"{seed}\x00double\x00{tile_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def _sample_rows(
+    path: Path, seed: int, batch_rows: int, double_rate: float = 0.0
+) -> Iterator[list[dict[str, Any]]]:
     parquet = pq.ParquetFile(path)
     names = set(parquet.schema_arrow.names)
     if "tile_id" not in names:
@@ -120,6 +128,7 @@ def _sample_rows(path: Path, seed: int, batch_rows: int) -> Iterator[list[dict[s
                     "spot_key": spot_key(seed, str(tile_id)),
                     "spot_check": False,
                     "position": None,
+                    "double_review": double_review(seed, str(tile_id), double_rate),
                 }
             )
         yield rows
@@ -189,6 +198,7 @@ def ensure_index(
     spot_check_rate: float = 0.05,
     seed: int = 0,
     batch_rows: int = 256,
+    double_review_rate: float = 0.0,
 ) -> IndexStats:
     """Build (or keep) the sample index of ``data_dir`` in the review database.
 
@@ -196,8 +206,9 @@ def ensure_index(
         engine: the review database.
         data_dir: directory with ``samples.parquet`` (and optionally ``instances.parquet``).
         spot_check_rate: share (0..1) of unflagged samples queued as spot checks.
-        seed: picks the spot checks.
+        seed: picks the spot checks (and the double-review tiles).
         batch_rows: rows read per batch while indexing (memory is bounded by one batch).
+        double_review_rate: share (0..1) of queued tiles reviewed by two annotators blind.
 
     Raises:
         FileNotFoundError: no ``samples.parquet``.
@@ -214,6 +225,7 @@ def ensure_index(
             "samples": _fingerprint(samples_path),
             "instances": _fingerprint(instances_path),
             "spot_check_rate": spot_check_rate,
+            "double_review_rate": double_review_rate,
             "seed": seed,
             "dir": str(data_dir),
         },
@@ -234,7 +246,7 @@ def ensure_index(
         conn.execute(sa.delete(index_facets))
         samples = 0
         facets: dict[tuple[str, str], int] = {}  # one entry per distinct flag code / category
-        for rows in _sample_rows(samples_path, seed, batch_rows):
+        for rows in _sample_rows(samples_path, seed, batch_rows, double_review_rate):
             for record in rows:
                 for kind in ("flag_code", "category"):
                     for value in record["flag_codes" if kind == "flag_code" else "categories"].split("|"):

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from .db import as_utc, assignments, decisions, sample_index, utcnow
+from .db import adjudications, as_utc, assignments, decisions, reviews, sample_index, utcnow
 from .index import SampleSummary
 
 SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1, "none": 0}
@@ -38,15 +38,19 @@ class QueueConfig:
         spot_check_rate: share (0..1) of the unflagged tiles reviewed as spot checks.
         seed: picks which unflagged tiles are spot checks (same seed, same tiles).
         lease: how long a handed-out tile stays with its annotator without a decision.
+        double_review_rate: share (0..1) of queued tiles reviewed by two annotators blind (double.py).
     """
 
     spot_check_rate: float = 0.05
     seed: int = 0
     lease: timedelta = timedelta(hours=4)
+    double_review_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.spot_check_rate <= 1.0:
             raise ValueError(f"spot_check_rate must be within [0, 1], got {self.spot_check_rate}")
+        if not 0.0 <= self.double_review_rate <= 1.0:
+            raise ValueError(f"double_review_rate must be within [0, 1], got {self.double_review_rate}")
         if self.lease <= timedelta(0):
             raise ValueError("lease must be positive")
 
@@ -57,9 +61,12 @@ class QueueFilter:
 
     flag_code: str | None = None
     category: str | None = None
+    adjudicate: bool = False  # only tiles whose two reviewers disagreed (a lead's queue)
 
     def clauses(self) -> list[Any]:
-        out = []
+        out: list[Any] = []
+        if self.adjudicate:
+            out.append(sample_index.c.tile_id.in_(sa.select(adjudications.c.tile_id)))
         if self.flag_code:
             out.append(sample_index.c.flag_codes.contains(f"|{self.flag_code}|", autoescape=True))
         if self.category:
@@ -157,6 +164,12 @@ class ReviewQueue:
     def _open_query(self, annotator: str, now: datetime, where: QueueFilter) -> sa.Select[Any]:
         """Queued tiles that are undecided and free (or already ``annotator``'s), in queue order."""
         si = sample_index
+        # Two-reviewer mode: nobody reviews a tile twice, and a tile with two reviews waits for a lead.
+        mine = sa.select(reviews.c.tile_id).where(reviews.c.annotator == annotator)
+        reviewed_twice = sa.select(reviews.c.tile_id).group_by(reviews.c.tile_id).having(sa.func.count() >= 2)
+        review_clauses = (
+            [] if where.adjudicate else [si.c.tile_id.not_in(mine), si.c.tile_id.not_in(reviewed_twice)]
+        )
         return (
             sa.select(si.c.tile_id, si.c.position)
             .outerjoin(decisions, decisions.c.tile_id == si.c.tile_id)
@@ -169,6 +182,7 @@ class ReviewQueue:
                     assignments.c.annotator == annotator,
                     assignments.c.assigned_at < self.lease_cutoff(now),
                 ),
+                *review_clauses,
                 *where.clauses(),
             )
             .order_by(si.c.position)

@@ -258,6 +258,14 @@ function renderHead() {
     head.append(el("div", { className: "small flag-count", text: `Flags: ${flagSummary(s.flags)} (below the phrases)` }));
   }
   if (s.decision?.note) head.append(el("div", { className: "muted small", text: `note by ${s.decision.reviewer}: ${s.decision.note}` }));
+  if (s.double_review && !s.decision) {
+    const d = s.double_review;
+    const mine = d.mine ? ` · yours: ${d.mine}` : "";
+    badges.append(el("span", { className: "badge double", text: `two reviewers (blind) · ${d.reviews} of 2${mine}` }));
+    for (const review of d.detail || []) {
+      head.append(el("div", { className: "small review-line", text: `${review.annotator}: ${review.status}${review.note ? ` (“${review.note}”)` : ""}${review.fixed ? ` → ${review.fixed.gcg_caption}` : ""}` }));
+    }
+  }
 }
 
 /** The mask of phrase `p` of the original sample (phrase i of a sample grounds mask i). */
@@ -537,6 +545,11 @@ function showDone() {
 // ---------------------------------------------------------------- decisions
 
 const ACTION_WORDS = { accept: "Accepted", reject: "Rejected", fix: "Fixed" };
+const REVIEW_OUTCOMES = {
+  waiting: "Review saved; a second annotator reviews this sample blind",
+  disagreed: "Review saved; the two reviews differ, a lead decides",
+  agreed: "Review saved; both reviewers agree",
+};
 
 async function decide(action, { baseRevision = null } = {}) {
   // One decision at a time, only on a sample that is fully shown (image included).
@@ -558,10 +571,14 @@ async function decide(action, { baseRevision = null } = {}) {
   }
   if (tileId !== state.tileId) return;
   if (res.ok) {
-    toast(`${ACTION_WORDS[action]} ${tileId}`);
     dropDraft(tileId);
-    state.sample.decision = res.data.decision;
-    state.sample.revision = res.data.decision.revision;
+    if (res.data.decision) {
+      toast(`${ACTION_WORDS[action]} ${tileId}`);
+      state.sample.decision = res.data.decision;
+      state.sample.revision = res.data.decision.revision;
+    } else {
+      toast(REVIEW_OUTCOMES[res.data.outcome] || "Review saved");
+    }
     state.mode = "view";
     state.draft = null;
     state.ready = false; // stays off until the next sample is shown
@@ -1129,6 +1146,9 @@ async function loadFilters() {
       group.append(el("option", { value: `${kind}:${value}`, text: `${word}: ${value} (${samples})` }));
     }
     select.append(group);
+  }
+  if (res.data.adjudicate !== null && res.data.adjudicate !== undefined) {
+    select.append(el("option", { value: "adjudicate:1", text: `adjudication: reviewers disagree (${res.data.adjudicate})` }));
   }
   select.value = state.filter;
   if (select.value !== state.filter) state.filter = "";
