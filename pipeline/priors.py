@@ -122,6 +122,11 @@ def _hull(points: np.ndarray) -> np.ndarray | None:
     return hull
 
 
+def load_tie_breaker() -> None:
+    """Import Qhull (SciPy's spatial module, ~0.25 s) now: labelled images nearly always have a few ties."""
+    import scipy.spatial  # noqa: F401
+
+
 def _qhull(points: np.ndarray) -> np.ndarray | None:
     from scipy.spatial import ConvexHull, QhullError
 
