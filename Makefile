@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 # The ephemeral Prefect API server gets 20 s to start by default; a busy 2-core machine needs more.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup demo test lint bench bench-gpu bench-scale serve down clean
+.PHONY: setup demo test lint bench bench-prepare bench-gpu bench-scale serve down clean
 
 $(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) -m pipeline.bench
+
+# prepare side by side with the iSAID devkit's tiler and a rasterio + OpenCV tiler: whole processes, cold
+# starts, alternating runs, medians, tiles/s ratio, decoded pixels compared (also part of `make bench`).
+bench-prepare: $(DEV_STAMP)
+	$(PY) -m pipeline.bench_prepare
 
 # The whole build (prepare → describe → validate → export → publish → pull, review app start) at N and 8N
 # synthetic iSAID images, per stage wall s / peak RSS / tiles/s and growth ratios; threads vs Dask check.
