@@ -226,6 +226,21 @@ def projection(small: dict[str, Any], large: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def report(results: dict[str, Any]) -> str:
+    """The table, the projection and the runner check of a results dict, as printed."""
+    n, factor = results["n"], results["factor"]
+    small, large = results["sizes"][str(n)], results["sizes"][str(n * factor)]
+    text = [table(small, large, n, factor), "", projection(small, large)]
+    r = results.get("runners")
+    if r and "error" in r:
+        text += ["", f"runner check failed: {r['error']}"]
+    elif r:
+        text += ["", f"build at N, {r['samples']} samples: threads {r['threads']['seconds']:.0f} s "
+                     f"({r['threads']['peak_mb']:.0f} MB), dask (2 workers) {r['dask']['seconds']:.0f} s "
+                     f"({r['dask']['peak_mb']:.0f} MB); samples identical: {r['identical']}"]
+    return "\n".join(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=int(os.environ.get("SCALE_N", "4")),
@@ -234,32 +249,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--factor", type=int, default=8, help="The large run has factor × N images.")
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "scale", help="Working folder.")
     parser.add_argument("--no-dask", action="store_true", help="Skip the threads-vs-Dask build check.")
+    parser.add_argument("--runners-only", action="store_true",
+                        help="Only the threads-vs-Dask check, added to an earlier WORK/bench-scale.json.")
     args = parser.parse_args(argv)
     work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
     env = _env(work)
+    saved = work / "bench-scale.json"
     results: dict[str, Any] = {"n": args.images, "factor": args.factor, "sizes": {}}
+    if args.runners_only:
+        results = json.loads(saved.read_text())
     t0 = time.perf_counter()
-    for n in (args.images, args.images * args.factor):
+    sizes = [] if args.runners_only else [args.images, args.images * args.factor]
+    for n in sizes:
         corpus = work / f"corpus-{n}"
         t = time.perf_counter()
         made = make_corpus(corpus, n)
         print(f"{n} images: corpus {made} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         results["sizes"][str(n)] = run_size(corpus, work / f"run-{n}", env)
+        saved.write_text(json.dumps(results, indent=1))  # kept if a later step fails
     if not args.no_dask:
-        results["runners"] = runner_check(work / f"corpus-{args.images}", work, env)
-    small, large = results["sizes"][str(args.images)], results["sizes"][str(args.images * args.factor)]
-    text = [table(small, large, args.images, args.factor), "", projection(small, large)]
-    if "runners" in results:
-        r = results["runners"]
-        text += ["", f"build at N, {r['samples']} samples: threads {r['threads']['seconds']:.0f} s "
-                     f"({r['threads']['peak_mb']:.0f} MB), dask (2 workers) {r['dask']['seconds']:.0f} s "
-                     f"({r['dask']['peak_mb']:.0f} MB); samples identical: {r['identical']}"]
-    text.append(f"\nwhole benchmark: {time.perf_counter() - t0:.0f} s")
-    print("\n".join(text))
-    results["text"] = "\n".join(text)
-    (work / "bench-scale.json").write_text(json.dumps(results, indent=1))
-    if "runners" in results and not results["runners"]["identical"]:
-        raise SystemExit("threads and dask builds wrote different samples")
+        try:
+            results["runners"] = runner_check(work / f"corpus-{results['n']}", work, env)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            results["runners"] = {"error": str(exc)[-2000:]}
+    text = report(results) + f"\n\nthis run: {time.perf_counter() - t0:.0f} s"
+    print(text)
+    results["text"] = text
+    saved.write_text(json.dumps(results, indent=1))
+    r = results.get("runners", {})
+    if "error" in r or r.get("identical") is False:
+        raise SystemExit("the threads-vs-Dask check failed (see above)")
 
 
 if __name__ == "__main__":
