@@ -579,3 +579,72 @@ def test_mask_drawing_round_trip_into_the_export(day: Day, driver: Any) -> None:
     wait_ready(driver, D1)
     marks = {e.text for e in driver.find_elements(By.CSS_SELECTOR, "#labels .mark")}
     assert {"1", "2", "4", "5"} <= marks
+
+
+@pytest.fixture
+def double_day(day_data: Path, tools: Any) -> Iterator[Day]:
+    """The day's data served in two-reviewer mode: every queued sample is reviewed twice, blind."""
+    db = tools.review_db_url()
+    db_args = ["--db", db] if db else []
+    for name, role in (("alice", "annotator"), ("bob", "annotator"), ("lena", "lead")):
+        tools.cli(
+            "add-user",
+            name,
+            "--role",
+            role,
+            "--data",
+            str(day_data),
+            *db_args,
+            "--password-stdin",
+            stdin=f"{tools.PASSWORD}\n",
+        )
+    args = ("--spot-check-rate", "0", "--double-review-rate", "1", *db_args)
+    with tools.serve(day_data, *args) as (url, _process):
+        yield Day(url, day_data, db, tools)
+
+
+def logout(driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "btn-logout").click()
+    wait(driver, lambda b: b.current_url.endswith("/login"), "logout did not reach the login page")
+
+
+def test_two_reviewers_blind_then_a_lead_adjudicates(double_day: Day, driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    day = double_day
+    login(driver, day, "alice")
+    wait_ready(driver, D1)
+    assert "two reviewers (blind) · 0 of 2" in driver.find_element(By.ID, "sample-head").text
+    press(driver, "a")
+    wait_ready(driver, D2)
+    assert day.decisions()[D1]["review_status"] == "unreviewed"  # one review is not a decision
+    logout(driver)
+    login(driver, day, "bob")
+    wait_ready(driver, D1)
+    head = driver.find_element(By.ID, "sample-head").text
+    assert "1 of 2" in head and "alice" not in head
+    wait(driver, lambda b: "Not reviewed yet" in b.find_element(By.ID, "history").text, "history not blind")
+    press(driver, "r")  # Bob disagrees
+    wait_ready(driver, D3)  # D2 stays with Alice, who holds it
+    logout(driver)
+    login(driver, day, "lena")
+    wait(driver, lambda b: body(b, "role") == "lead", "lead role not applied")
+    Select(driver.find_element(By.ID, "queue-filter")).select_by_value("adjudicate:1")
+    wait_ready(driver, D1)
+    lines = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#sample-head .review-line")]
+    assert lines == ["alice: accepted", "bob: rejected"]
+    press(driver, "r")
+    wait(driver, lambda b: body(b, "rendered") == "__done__", "adjudication queue not emptied")
+    assert day.decisions()[D1]["review_status"] == "rejected"
+    actions = [e["action"] for e in day.events(D1)]
+    assert actions == ["review_accept", "review_reject", "adjudication_opened", "adjudicate_reject"]
+    from annotations.db import open_engine
+    from annotations.double import agreement_report
+
+    engine = open_engine(day.db or f"sqlite:///{day.data / 'review.sqlite'}")
+    report = agreement_report(engine)
+    engine.dispose()
+    assert report["pairs"] == 1 and report["agreement"] == 0.0
