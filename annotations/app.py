@@ -12,7 +12,8 @@ Endpoints (all JSON unless noted; "lead" marks those for leads only):
     POST /api/samples/{tile_id}/decision, /api/samples/{tile_id}/phrases/{n}/decision,
          /api/samples/{tile_id}/validate, /api/undo
     GET  /api/events?tile_id=ID
-    lead: POST /api/bulk-accept; GET /api/stats, /api/events/export (JSON Lines), /api/users;
+    lead: POST /api/bulk-accept; GET /api/stats, /api/report (two-reviewer agreement),
+          /api/events/export (JSON Lines), /api/users, /api/queue/next?adjudicate=1;
           POST /api/users, /api/users/{name}
 
 Login failures are throttled per client address (``auth.LoginThrottle``); behind a reverse proxy the

@@ -1,4 +1,5 @@
-"""Review app commands: ``serve`` the annotator page, ``add-user``, ``export-decisions``, ``export-events``.
+"""Review app commands: ``serve`` the annotator page, ``add-user``, ``report``, ``export-decisions``,
+``export-events``.
 
 Mounted as ``geopixeld review``. Decisions live in ``DIR/review.sqlite`` unless ``--db`` names another
 SQLAlchemy URL (e.g. ``postgresql+psycopg://review@db/geopixeld`` for a team).
