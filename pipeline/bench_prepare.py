@@ -9,7 +9,7 @@ Two comparisons, each printed as a table of medians and the ratio of tiles per s
   pixels a side against a tiler that reads each window with rasterio and writes it with OpenCV.
 
 Each run is a fresh interpreter started from the command line (imports included, as a user pays them);
-the two tools alternate run by run so both see the same machine load. Peak memory is sampled every 5 ms
+the two tools alternate run by run so both see the same machine load. Peak memory is sampled every 20 ms
 over the whole process tree (prepare's worker processes included) as the sum of proportional set sizes
 (pages a forked worker shares with its parent count once), and ``ru_maxrss`` of the largest single
 process is reported too. After the runs, the decoded pixels of every prepare tile are compared
@@ -133,23 +133,16 @@ class Side:
 
 def run_process(cmd: list[str], count_tiles: Path | None = None, cwd: Path | None = None) -> Run:
     """Run ``cmd`` to completion; time it, sample the tree's RSS every 5 ms, read its ``ru_maxrss``."""
-    import psutil
-
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=cwd)
         peak = 0
-        ps = psutil.Process(proc.pid)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            try:
-                pids = [ps.pid, *(c.pid for c in ps.children(recursive=True))]
-                peak = max(peak, sum(_pss_bytes(p) for p in pids))
-            except psutil.Error:
-                pass
-            time.sleep(0.005)
+            peak = max(peak, sum(_pss_bytes(p) for p in _tree(proc.pid)))
+            time.sleep(SAMPLE_S)
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -160,6 +153,32 @@ def run_process(cmd: list[str], count_tiles: Path | None = None, cwd: Path | Non
     tiles = len(list(count_tiles.glob("*.png"))) if count_tiles is not None else int(stdout.split()[-1])
     # ru_maxrss of a reaped child covers the child and its own reaped children: the largest one.
     return Run(seconds, tiles, peak / 2**20, usage.ru_maxrss / 1024)
+
+
+SAMPLE_S = 0.02  # memory sampling period (cheap /proc reads, so the sampler steals little CPU)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc/PID/task/*/children (psutil's scan of every process when
+    that file is missing)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            import psutil
+
+            try:
+                return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+            except psutil.Error:
+                return out
+        except OSError:
+            continue
+    return out
 
 
 def _pss_bytes(pid: int) -> int:
