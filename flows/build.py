@@ -33,6 +33,8 @@ from flows.runners import check_runner, shared_scheduler
 from flows.stages import (
     DEFAULT_FORMATS,
     DEFAULT_RATIOS,
+    DESCRIBE_DEFAULTS,
+    PREPARE_DEFAULTS,
     absolute,
     describe_stage,
     export_stage,
@@ -66,20 +68,21 @@ def _report(out_dir: str, run: dict[str, Any]) -> None:
 def build_geopixeld(
     source: list[str] | str,
     out: str,
-    format: str = "isaid",
-    tile_size: int = 800,
-    overlap: int = 200,
+    format: str = PREPARE_DEFAULTS.format,
+    tile_size: int = PREPARE_DEFAULTS.tile_size,
+    overlap: int = PREPARE_DEFAULTS.overlap,
     base_url: str | None = None,
     model: str | None = None,
-    concurrency: int = 8,
+    concurrency: int = DESCRIBE_DEFAULTS.concurrency,
     prompts: str | None = None,
     formats: list[str] | None = None,
     store: str | None = None,
     name: str = "geopixeld",
     version: str = "0.1.0",
-    batch_tiles: int = 32,
+    batch_tiles: int = DESCRIBE_DEFAULTS.batch_tiles,
     prepare_options: dict[str, Any] | None = None,
     describe_options: dict[str, Any] | None = None,
+    export_options: dict[str, Any] | None = None,
     runner: str = "threads",
     dask_address: str | None = None,
     workers: int = 2,
@@ -101,13 +104,15 @@ def build_geopixeld(
         model: LMM model name (default: the offline describer's).
         concurrency: LMM requests in flight at once per describe batch.
         prompts: prompt set name under ``prompts/`` or a folder (default geopixeld-v1).
-        formats: export formats: any of gcg-parquet, coco, geopixel, glamm (default: all four).
+        formats: export formats: any of gcg-parquet, coco, geopixel, glamm, geo (default: all of them).
         store: release store, a local folder or an fsspec URL; none skips publishing.
         name: release name.
         version: release version, MAJOR.MINOR.PATCH.
         batch_tiles: tiles per describe task.
         prepare_options: any other ``PrepareConfig`` field, e.g. ``{"min_area": 20}``.
-        describe_options: any other ``DescribeConfig`` field, e.g. ``{"max_retries": 2}``.
+        describe_options: any other ``DescribeConfig`` field, e.g. ``{"max_retries": 2}`` or
+            ``{"policy": "all-instances"}``.
+        export_options: any other ``pipeline.export.export`` argument, e.g. ``{"max_severity": "warning"}``.
         runner: task runner: ``threads`` or ``dask``.
         dask_address: an existing Dask scheduler (``tcp://host:8786``); none starts a local cluster of
             ``workers`` processes on 127.0.0.1 (runner ``dask`` only).
@@ -165,7 +170,7 @@ def build_geopixeld(
         run["this_run"] = {**run["prepare"]["this_run"], **run["describe"]["this_run"]}
         run["validation"] = validate_samples(out_dir)
         run["export"] = export_stage(
-            out_dir, formats or DEFAULT_FORMATS, export_dir, DEFAULT_RATIOS, name=name
+            out_dir, formats or DEFAULT_FORMATS, export_dir, DEFAULT_RATIOS, name=name, export_options=export_options
         )
         if store:
             run["publish"] = publish_stage(export_dir, store, name, version)

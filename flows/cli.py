@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from flows import ROOT, prefect_defaults
+from pipeline.export import FORMATS as EXPORT_FORMATS
 
 #: The bundled sample that ``geopixeld build`` runs on when no SOURCE is given.
 BUNDLED_SAMPLE = ROOT / "tests" / "data" / "isaid"
@@ -68,22 +69,24 @@ def build(
         typer.Option("--format", "-f", help="Annotation format: isaid, coco, dota, boxes, geojson, raster."),
     ] = "isaid",
     tile_size: Annotated[
-        int, typer.Option(help="Tile side in px (800 = iSAID/GeoPixelD; 0 = whole images ≤ 4096).")
-    ] = 800,
+        int | None, typer.Option(help="Tile side in px (default 800 = iSAID/GeoPixelD; 0 = whole images ≤ 4096).")
+    ] = None,
     overlap: Annotated[
-        int, typer.Option(help="Overlap between neighbouring tiles in px (200 = iSAID).")
-    ] = 200,
+        int | None, typer.Option(help="Overlap between neighbouring tiles in px (default 200 = iSAID).")
+    ] = None,
     base_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible endpoint. Default: the embedded offline describer.")
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model name (default: the offline describer).")] = None,
-    concurrency: Annotated[int, typer.Option(help="LMM requests in flight at once per describe batch.")] = 8,
+    concurrency: Annotated[
+        int | None, typer.Option(help="LMM requests in flight at once per describe batch (default 8).")
+    ] = None,
     prompts: Annotated[
         str | None, typer.Option(help="Prompt set name under prompts/ or a folder (default geopixeld-v1).")
     ] = None,
     formats: Annotated[
         str, typer.Option(help="Export formats, comma-separated.")
-    ] = "gcg-parquet,coco,geopixel,glamm",
+    ] = ",".join(EXPORT_FORMATS),
     store: Annotated[
         str | None, typer.Option(help="Release store: a folder or an fsspec URL (default OUT/releases).")
     ] = None,
@@ -92,7 +95,7 @@ def build(
     ] = True,
     name: Annotated[str, typer.Option(help="Release name.")] = "geopixeld",
     version: Annotated[str, typer.Option(help="Release version (MAJOR.MINOR.PATCH).")] = "0.1.0",
-    batch_tiles: Annotated[int, typer.Option(help="Tiles per describe task.")] = 32,
+    batch_tiles: Annotated[int | None, typer.Option(help="Tiles per describe task (default 32).")] = None,
     runner: Annotated[str, typer.Option(help="Task runner: threads or dask.")] = "threads",
     dask_address: Annotated[
         str | None, typer.Option(help="Existing Dask scheduler (default: a local cluster).")
@@ -120,21 +123,20 @@ def build(
     target = None
     if publish:
         target = store or str(out / "releases")
+    # Settings not given keep the flow's defaults, which come from the library's config models.
+    given: dict[str, Any] = {"tile_size": tile_size, "overlap": overlap, "concurrency": concurrency, "batch_tiles": batch_tiles}
     result: dict[str, Any] = build_geopixeld(
         source=[str(s) for s in sources],
         out=str(out),
         format=format,
-        tile_size=tile_size,
-        overlap=overlap,
         base_url=base_url,
         model=model,
-        concurrency=concurrency,
         prompts=prompts,
+        **{k: v for k, v in given.items() if v is not None},
         formats=[f.strip() for f in formats.split(",") if f.strip()],
         store=target,
         name=name,
         version=version,
-        batch_tiles=batch_tiles,
         runner=runner,
         dask_address=dask_address,
         workers=workers,

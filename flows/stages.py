@@ -58,9 +58,14 @@ from pipeline.batchmode import fill_batches
 from pipeline.config import PrepareConfig
 from pipeline.describe import DescribeConfig
 from pipeline.dryrun import dry_run as plan_cost
+from pipeline.export import DEFAULT_RATIOS as EXPORT_RATIOS
+from pipeline.export import FORMATS as EXPORT_FORMATS
 
-DEFAULT_FORMATS = ["gcg-parquet", "coco", "geopixel", "glamm"]
-DEFAULT_RATIOS = [0.8, 0.1, 0.1]
+#: The library's defaults (config models and ``pipeline.export``), defined there once.
+PREPARE_DEFAULTS = PrepareConfig()
+DESCRIBE_DEFAULTS = DescribeConfig()
+DEFAULT_FORMATS = list(EXPORT_FORMATS)
+DEFAULT_RATIOS = list(EXPORT_RATIOS)
 
 
 def absolute(path: str | Path) -> str:
@@ -136,9 +141,9 @@ def source_list(source: list[str] | str) -> list[str]:
 def prepare_stage(
     source: list[str] | str,
     out: str,
-    format: str = "isaid",
-    tile_size: int = 800,
-    overlap: int = 200,
+    format: str = PREPARE_DEFAULTS.format,
+    tile_size: int = PREPARE_DEFAULTS.tile_size,
+    overlap: int = PREPARE_DEFAULTS.overlap,
     prepare_options: dict[str, Any] | None = None,
     runner: str = "threads",
     dask_address: str | None = None,
@@ -178,9 +183,9 @@ def describe_stage(
     out: str,
     base_url: str | None = None,
     model: str | None = None,
-    concurrency: int = 8,
+    concurrency: int = DESCRIBE_DEFAULTS.concurrency,
     prompts: str | None = None,
-    batch_tiles: int = 32,
+    batch_tiles: int = DESCRIBE_DEFAULTS.batch_tiles,
     describe_options: dict[str, Any] | None = None,
     runner: str = "threads",
     dask_address: str | None = None,
@@ -274,17 +279,21 @@ def export_stage(
     seed: int = 0,
     decisions: str | None = None,
     name: str | None = None,
+    export_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Export: samples in OUT → train/val/test in GCG Parquet, COCO, GeoPixel and GLaMM formats.
+    """Export: samples in OUT → train/val/test in GCG Parquet, COCO, GeoPixel, GLaMM and GeoParquet formats.
 
     Args:
         out: a folder written by the describe stage.
-        formats: any of gcg-parquet, coco, geopixel, glamm (default: all four).
+        formats: any of gcg-parquet, coco, geopixel, glamm, geo (default: all of them).
         export_dir: where the export goes (default OUT/export).
         ratios: train, val and test shares (default 0.8, 0.1, 0.1).
         seed: split seed.
         decisions: review decisions file (default: the annotation app's ``OUT/review.sqlite`` if any).
         name: dataset name in the export's card (default: the name of OUT).
+        export_options: any other argument of ``pipeline.export.export``, e.g.
+            ``{"max_severity": "warning", "exclude_flags": ["refusal"], "geopixel_prefix": "data/GeoPixelD",
+            "geo_crs": "EPSG:4326", "split_by": "block", "block_size": 500}``.
     """
     data_dir = absolute(out)
     target = absolute(export_dir or Path(data_dir) / "export")
@@ -296,6 +305,7 @@ def export_stage(
         "seed": seed,
         "decisions": absolute(decisions) if decisions else None,
         "name": name,
+        "options": dict(export_options or {}),
     }
     result: dict[str, Any] = _call_checking_outputs(for_output(export_dataset, data_dir), parameters)
     return result

@@ -369,6 +369,7 @@ def _export_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
         parameters["ratios"],
         parameters["seed"],
         parameters.get("name"),
+        json.dumps(parameters.get("options") or {}, sort_keys=True, default=str),
         str(Path(parameters["export_dir"]).resolve()),
     )
 
@@ -388,8 +389,10 @@ def export_dataset(
     seed: int = 0,
     decisions: str | None = None,
     name: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Export ``data_dir`` to ``export_dir`` in ``formats`` (``pipeline.export.export``)."""
+    """Export ``data_dir`` to ``export_dir`` in ``formats`` (``pipeline.export.export``; ``options``: its
+    other arguments)."""
     try:
         from pipeline.export import export
     except ImportError as exc:
@@ -405,6 +408,7 @@ def export_dataset(
         seed=seed,
         decisions=decisions,
         name=name,
+        **(options or {}),
     )
     get_run_logger().info(summary.text())
     return {**summary.to_dict(), "export_dir": export_dir, "text": summary.text()}

@@ -57,6 +57,8 @@ from .hf import ShardWriter, dataset_card
 from .splits import DEFAULT_SPLITS, assign_splits, read_split_file
 
 FORMATS = ("gcg-parquet", "coco", "geopixel", "glamm", "geo")  # geo: GeoParquet layers (pipeline.geo)
+#: Train, val and test shares when none are given (the CLI, the flows and the library share them).
+DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 REVIEW_STATES = ("unreviewed", "accepted", "fixed", "rejected")
 
 
@@ -309,7 +311,7 @@ def export(
     data_dir: str | Path,
     out_dir: str | Path,
     formats: Sequence[str] = FORMATS,
-    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    ratios: Sequence[float] = DEFAULT_RATIOS,
     split_names: Sequence[str] = DEFAULT_SPLITS,
     seed: int = 0,
     split_by: str = "image",

@@ -15,7 +15,6 @@ for training loaders, plus :meth:`~ReleaseData.to_pandas` (and one method per ta
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -46,8 +45,15 @@ def _pandas() -> Any:
     return pandas
 
 
+#: Columns of the call log that say how this run got an answer (from the cache, after retries, how fast,
+#: through the Batch API), not what was asked and answered: left out of the export, so a rerun answered from
+#: the cache exports the same file (and republishing the same data is recognised as the same release).
+RUN_COLUMNS = ("from_cache", "attempts", "latency_s", "batch")
+
+
 def copy_call_log(data_dir: str | Path, out_dir: str | Path) -> int:
-    """Copy ``DATA/lmm_calls.parquet`` to ``OUT/tables/lmm_calls.parquet`` (temp name, then rename).
+    """Copy ``DATA/lmm_calls.parquet`` to ``OUT/tables/lmm_calls.parquet`` without :data:`RUN_COLUMNS`,
+    batch by batch (temp name, then rename).
 
     Returns the number of files written (0 when the dataset has no call log).
     """
@@ -57,7 +63,12 @@ def copy_call_log(data_dir: str | Path, out_dir: str | Path) -> int:
     dst = Path(out_dir) / CALLS_PATH
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
+    source = pq.ParquetFile(src)
+    keep = [n for n in source.schema_arrow.names if n not in RUN_COLUMNS]
+    schema = pa.schema([source.schema_arrow.field(n) for n in keep])
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for batch in source.iter_batches(batch_size=4096, columns=keep):
+            writer.write_batch(batch)
     tmp.replace(dst)
     return 1
 
