@@ -455,6 +455,17 @@ def check_compose(answer: str, expected: list[str]) -> tuple[gcg.ParsedCaption |
     return parsed, ""
 
 
+def compose_flags(caption: str, plan: TilePlan, flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Categories the composed paragraph names that occur nowhere in the tile and that no answer named
+    before (the compose step added them): ``absent_category`` flags of the sample. Counts are not checked
+    here: a paragraph mixes group counts with the tile's."""
+    seen = " ".join(f["detail"] for f in flags if f["code"] == "absent_category")
+    found = validate.check_absent(caption, validate.Measured("holistic", tile_counts=plan.tile_counts,
+                                                             labels=plan.labels))
+    return [validate.flag(f["code"], f["severity"], f"compose: {f['detail']} (added by the compose step)")
+            for f in found if f["detail"] not in seen]
+
+
 def finish_sample(
     plan: TilePlan, draft: Draft, compose: LMMResult | None, model: str, prompt_version: str
 ) -> dict[str, Any]:
@@ -475,6 +486,7 @@ def finish_sample(
                                            f"compose: {why}; the sentences are joined as they are"))
             else:
                 gcg_caption, caption, spans = parsed.gcg_caption, parsed.caption, parsed.spans
+                flags.extend(compose_flags(caption, plan, flags))
     phrases = [{**p, "start": a, "end": b} for p, (_, a, b) in zip(out.phrases, spans, strict=True)]
     # Flags about objects name their phrase.
     phrase_of = {i: k for k, p in enumerate(phrases) for i in p["instance_ids"]}

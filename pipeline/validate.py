@@ -32,9 +32,9 @@ the group's members, the tile's categories, the colour names of the mask's pixel
 ==============================  ========  ======================================================
 code                            severity  when
 ==============================  ========  ======================================================
-``count_mismatch``              error     a count phrase or number attached to the category
+``count_mismatch``              error     count phrases or numbers attached to the category
                                           (``a single car``, ``several planes``, ``14 cars``)
-                                          does not fit the group's count (holistic: the tile's
+                                          and none fits the group's count (holistic: the tile's
                                           count of that category); the phrase's range is
                                           :data:`pipeline.vocab.COUNT_PHRASES`, a number may be
                                           off by 10 % of the count (rounded down)
@@ -351,13 +351,19 @@ def stated_counts(text: str, category: str, others: frozenset[str] = frozenset()
 
 
 def check_count(text: str, category: str, count: int, others: frozenset[str] = frozenset()) -> list[dict[str, str]]:
-    """``count_mismatch`` when a count phrase or number attached to the category does not fit ``count``
-    (a number may be off by 10 % of ``count``, rounded down)."""
+    """``count_mismatch`` when the answer gives counts for the category and none fits ``count`` (a number may
+    be off by 10 % of ``count``, rounded down; a second count may be a subset: "five cars, one car is red")."""
+    wrong = []
     for said, lo, hi in stated_counts(text, category, others):
-        slack = int(0.1 * count) if lo == hi and not said.startswith("a ") and said not in vocab.COUNT_PHRASES else 0
+        slack = int(0.1 * count) if lo == hi and said not in vocab.COUNT_PHRASES else 0
         if count < lo - slack or (hi is not None and count > hi + slack):
-            return [_mflag("count_mismatch", f"says {said!r} ({_range_text(lo, hi)}) {category} but counted {count}")]
-    return []
+            wrong.append((said, lo, hi))
+        else:
+            return []
+    if not wrong:
+        return []
+    said, lo, hi = wrong[0]
+    return [_mflag("count_mismatch", f"says {said!r} ({_range_text(lo, hi)}) {category} but counted {count}")]
 
 
 def check_plural(text: str, category: str, others: frozenset[str] = frozenset()) -> list[dict[str, str]]:

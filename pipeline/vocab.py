@@ -251,7 +251,8 @@ ORIENTATION_PHRASES: dict[str, tuple[tuple[float, float], ...]] = {
 #: Phrases whose ``left``/``right``/``top``/``bottom`` say nothing about where the object is in the tile:
 #: intensifiers (``right next to``), the verb *to leave* (``left behind``), orientation (``rising to the
 #: right``, ``from top left to bottom right``), places relative to another object (``to the left of the
-#: road``) and parts of the object (``on top of``, ``upper deck``).
+#: road``, ``to its right``, ``the left side of the road``) and parts of objects (``on top of``, ``upper
+#: deck``, ``its left wing``, ``the right lane``).
 NON_POSITION_PATTERNS: tuple[str, ...] = (
     r"\bright\s+(?:next\s+to|beside|besides|by|alongside|at|in|on|onto|above|below|under|behind|before|after|"
     r"across|along|near|outside|inside|against|up|down|there|here|now|away|through|around|between|among|"
@@ -269,6 +270,13 @@ NON_POSITION_PATTERNS: tuple[str, ...] = (
     r"\btop[\s-]+(?:down|view|notch)\b|\bfrom\s+(?:the\s+)?top\b",
     r"\b(?:upper|lower)\s+(?:deck|decks|floor|floors|level|levels|part\s+of|half\s+of|end\s+of|side\s+of\s+(?:the|its)\s+"
     r"(?!image|tile|scene|picture))",
+    # sides of the object or of something else, not of the tile: "its left wing", "to their right",
+    # "the right lane", "the left side of the road", "the upper end of the pier"
+    r"\b(?:to|on|at)?\s*(?:its|their|his|her)\s+(?:(?:upper|lower|top|bottom)[\s-]+)?(?:left|right|top|bottom|upper|lower)\b",
+    r"\b(?:left|right)[\s-]+(?:hand[\s-]+)?(?:wing|wings|engine|engines|lane|lanes|bank|wheel|wheels|turn|turns)\b",
+    r"\b(?:(?:top|bottom|upper|lower)[\s-]+)?(?:left|right|top|bottom|upper|lower)[\s-]+(?:hand[\s-]+)?(?:side|edge|corner|end|"
+    r"half|part|portion)\s+of\s+(?:the|a|an|its|their|this|that)\s+(?!(?:image|tile|scene|picture|frame|photo|view|"
+    r"area|map)\b)",
 )
 _NON_POSITION = re.compile("|".join(f"(?:{p})" for p in NON_POSITION_PATTERNS), re.IGNORECASE)
 

@@ -86,6 +86,7 @@ class Oracle:
     labels: frozenset[str]
     inject: bool = True
     judge_disagrees: float = 0.0  # share of objects the second-opinion model contradicts
+    compose_adds: str | None = None  # a category the compose answer adds to about half of the paragraphs
     lock: threading.Lock = field(default_factory=threading.Lock)
     injected: dict[tuple[str, tuple[int, ...]], str] = field(default_factory=dict)
     contradicted: set[tuple[str, tuple[int, ...]]] = field(default_factory=set)
@@ -99,7 +100,17 @@ class Oracle:
             counts = facts.get("category_counts") or {}
             listing = vocab.join_words([vocab.counted(int(n), c) for c, n in sorted(counts.items())])
             return f"An aerial scene showing {listing or 'open ground'}, seen from above in daylight."
-        s = self.subjects[(facts.get("mask_rle") or {}).get("counts", "")]
+        if tier == "compose":
+            texts = [str(x["text"]).rstrip(".") + "." for x in facts.get("sentences") or []]
+            para = " ".join(texts)
+            if self.compose_adds and int(hashlib.sha256(para.encode()).hexdigest()[:8], 16) % 2:
+                para += f" {vocab.article(self.compose_adds).capitalize()} {self.compose_adds} waits nearby."
+            return para
+        s = self.subjects.get((facts.get("mask_rle") or {}).get("counts", ""))
+        if s is None:  # a group formed at describe time (geopixeld policy): answer from the request's facts
+            n = int(facts["count"])
+            lead = "is a single" if n == 1 else f"are {_count_phrase(n)}"
+            return f"There {lead} {facts['category']} {vocab.place(facts['position'])}, seen from above."
         colour = _colour(s, facts, image_png)
         h = int(hashlib.sha256(repr(s.key).encode()).hexdigest()[:8], 16)
         if model == "judge":
@@ -391,3 +402,22 @@ def test_samples_two_needs_temperature() -> None:
         DescribeConfig(samples=2, temperature=0.0)
     with pytest.raises(ValueError, match="not both"):
         DescribeConfig(samples=2, second_opinion="judge")
+
+
+def test_compose_adding_an_absent_category_is_flagged(tmp_path: Path, prepared: Path) -> None:
+    data = _fresh(prepared, tmp_path / "d")
+    oracle = _oracle(data, inject=False, compose_adds="helicopter")
+    assert "helicopter" in oracle.labels and "helicopter" not in {s.category for s in oracle.subjects.values()}
+    with oracle_server(oracle) as url:
+        summary = describe(data, DescribeConfig(base_url=url, model="honest", concurrency=4, max_retries=0),
+                           progress=False)
+    assert summary.lmm["failed"] == 0 and oracle.requests["honest:compose"] > 0
+    samples = pq.read_table(data / "samples.parquet").to_pylist()
+    added = [s for s in samples if "helicopter" in s["caption"]]
+    assert added and len(added) < len(samples)
+    for s in samples:
+        compose = [f for f in s["flags"] if f["detail"].startswith("compose:")]
+        assert [f["code"] for f in compose] == (["absent_category"] if s in added else [])
+        assert all(f["phrase"] is None and not f["instance_ids"] for f in compose)  # sample-level
+        # the first-round answers were correct: nothing else about them is flagged
+        assert {f["code"] for f in s["flags"]} - {"absent_category"} - OBJECT_FLAGS == set(), s["flags"]

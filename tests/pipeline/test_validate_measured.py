@@ -92,6 +92,7 @@ def test_metres_per_pixel_and_areas_are_not_lengths() -> None:
     ("A few cars at the bottom.", False),
     ("12 small vehicles", False),
     ("two cars", False),
+    ("Fourteen cars are parked; one car is black.", True),  # a subset, after the count
 ])
 def test_counts_use_the_phrase_range(text: str, ok: bool) -> None:
     assert (codes(text, cars()) == []) is ok, validate.check_measured(text, cars())
@@ -125,6 +126,33 @@ def test_idioms_are_not_positions(text: str, flagged: bool) -> None:
     # The object is in the left column: only a real "right" is a contradiction.
     got = validate.check_position(text, "left")
     assert bool(got) is flagged, (text, got)
+
+
+NATURAL_PLANE = [  # the kind of English a chat model writes, all true of plane() in the left column
+    "A large white commercial airliner is parked on the apron with its nose pointing to the right, right beside "
+    "the terminal.",
+    "This white aircraft appears to be a wide-body jet, lying horizontally with its left wing near the edge.",
+    "The plane is white with a blue tail and sits at the left of the image, about 40 meters long.",
+    "One of several white planes in the scene, this one is parked horizontally on the left side.",
+    "A white plane with service vehicles right next to it, its shadow cast to its right.",
+    "Seen from above, the white airplane's fuselage runs east-west.",
+]
+NATURAL_CARS = [  # ... and true of cars() (14 grey, white and black cars)
+    "A row of mostly white and silver cars is parked along the road on the left side.",
+    "About fifteen cars are parked closely together in the lot.",
+    "Many vehicles, mostly grey, fill the parking spaces to the left of the road.",
+    "Fourteen cars, mainly grey and white, are lined up in two neat rows in the right lane.",
+]
+
+
+@pytest.mark.parametrize("text", NATURAL_PLANE)
+def test_natural_true_answers_are_not_flagged(text: str) -> None:
+    assert codes(text, plane()) == [] and validate.check_position(text, "left") == []
+
+
+@pytest.mark.parametrize("text", NATURAL_CARS)
+def test_natural_true_group_answers_are_not_flagged(text: str) -> None:
+    assert codes(text, cars()) == [] and validate.check_position(text, "left") == []
 
 
 def test_idioms_for_every_side() -> None:
