@@ -364,9 +364,8 @@ def serve_review(
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {process.returncode}: {process.stderr.read().decode()}"
-                )
+                error = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"server exited with {process.returncode}: {error}")
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break

@@ -47,7 +47,8 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read().decode()}")
+            error = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"server exited with {process.returncode}: {error}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -305,10 +306,11 @@ def test_browser_rle_decoding_matches_pycocotools(driver: Any, server: str) -> N
 
     rng = np.random.default_rng(3)
     size = 300
-    masks = [
-        ellipse_rle(size, *rng.uniform(60, 240, 2), *rng.uniform(3, 50, 2), rng.uniform(0, 3))
-        for _ in range(12)
-    ]
+    masks = []
+    for _ in range(12):
+        cx, cy = rng.uniform(60, 240, 2)
+        a, b = rng.uniform(3, 50, 2)
+        masks.append(ellipse_rle(size, float(cx), float(cy), float(a), float(b), float(rng.uniform(0, 3))))
     full = np.zeros((size, size), dtype=np.uint8, order="F")
     full[0:size, 100:103] = 1  # runs spanning whole columns
     full[150:160, 200:260] = 1

@@ -74,7 +74,9 @@ def test_login_sets_a_strict_httponly_cookie_and_stores_only_its_hash(make_revie
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
     assert "Secure" not in cookie
-    token = re.match(rf"{auth.SESSION_COOKIE}=([^;]+)", cookie).group(1)
+    found = re.match(rf"{auth.SESSION_COOKIE}=([^;]+)", cookie)
+    assert found is not None
+    token = found.group(1)
     with review.engine.connect() as conn:
         stored = conn.execute(sa.select(sessions.c.token_hash)).scalars().all()
     assert token not in stored and len(stored) == 1
