@@ -101,6 +101,13 @@ def build(
         str | None, typer.Option(help="Existing Dask scheduler (default: a local cluster).")
     ] = None,
     workers: Annotated[int, typer.Option(help="Threads, or local Dask worker processes.")] = 2,
+    policy: Annotated[
+        str | None, typer.Option(help="Describe's selection policy: geopixeld (default) or all-instances.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Prepare, then only print what describe would send: calls, tokens "
+                           "and price per tier, for the dataset and per 1,000 tiles. Sends nothing.")
+    ] = False,
 ) -> None:
     """Run the pipeline as the Prefect flow build-geopixeld: prepare, describe, validate, export, publish.
 
@@ -125,6 +132,8 @@ def build(
         target = store or str(out / "releases")
     # Settings not given keep the flow's defaults, which come from the library's config models.
     given: dict[str, Any] = {"tile_size": tile_size, "overlap": overlap, "concurrency": concurrency, "batch_tiles": batch_tiles}
+    if policy:
+        given["describe_options"] = {"policy": policy}
     result: dict[str, Any] = build_geopixeld(
         source=[str(s) for s in sources],
         out=str(out),
@@ -140,7 +149,12 @@ def build(
         runner=runner,
         dask_address=dask_address,
         workers=workers,
+        dry_run=dry_run,
     )
+    if dry_run:
+        typer.echo("")
+        typer.echo(str(result.get("text") or result))
+        return
     this = result["this_run"]
     typer.echo("")
     typer.echo(f"dataset   {result['out_dir']}  (samples: {result['samples']})")
