@@ -300,18 +300,25 @@ def format_table(rows: list[dict[str, object]]) -> str:
 
 
 def run_bench(
-    runs: int = 5, raster_side: int = 4000, copies: int = 1, cache: Path | None = None, baseline: Path | None = None
+    runs: int = 5,
+    raster_side: int = 4000,
+    copies: int = 1,
+    cache: Path | None = None,
+    baseline: Path | None = None,
+    cases: tuple[str, ...] = ("isaid", "raster"),
 ) -> dict[str, object]:
-    """Both comparisons; returns the rows (also printed)."""
+    """The comparisons named in ``cases``; returns the rows (also printed)."""
     cache = cache or ROOT / ".bench"
     rows = []
     with tempfile.TemporaryDirectory(prefix="gpxd-bench-prepare-") as tmp:
         work = Path(tmp)
-        src = isaid_copies(work / "isaid_src", copies)
-        n_images = len([p for p in src.glob("P*.png") if "_instance_" not in p.name])
-        rows.append(side_by_side(f"iSAID sample ({n_images} images)", src, "isaid", DEVKIT_PEER, runs, work, baseline))
-        tif = make_geotiff(cache / f"raster_{raster_side}.tif", raster_side)
-        rows.append(side_by_side(f"GeoTIFF {raster_side}² (raster)", tif, "raster", RASTER_PEER, runs, work, baseline))
+        if "isaid" in cases:
+            src = isaid_copies(work / "isaid_src", copies)
+            n = len([p for p in src.glob("P*.png") if "_instance_" not in p.name])
+            rows.append(side_by_side(f"iSAID sample ({n} images)", src, "isaid", DEVKIT_PEER, runs, work, baseline))
+        if "raster" in cases:
+            tif = make_geotiff(cache / f"raster_{raster_side}.tif", raster_side)
+            rows.append(side_by_side(f"GeoTIFF {raster_side}² (raster)", tif, "raster", RASTER_PEER, runs, work, baseline))
     print(f"\nprepare vs peer: whole processes, cold start, {runs} alternating runs each, medians "
           f"(ratio = prepare tiles/s ÷ peer tiles/s; MB = peak PSS of the process tree, maxrss = largest process; {os.cpu_count()} CPUs)")
     print(format_table(rows))
@@ -324,9 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raster-side", type=int, default=4000, help="side of the generated GeoTIFF in px")
     parser.add_argument("--copies", type=int, default=1, help="repeat the iSAID sample images this many times")
     parser.add_argument("--baseline", type=Path, help="another checkout whose prepare runs as a third side")
+    parser.add_argument("--cases", default="isaid,raster", help="comma-separated: isaid, raster")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
-    result = run_bench(args.runs, args.raster_side, args.copies, baseline=args.baseline)
+    cases = tuple(c.strip() for c in args.cases.split(",") if c.strip())
+    result = run_bench(args.runs, args.raster_side, args.copies, baseline=args.baseline, cases=cases)
     if args.json:
         import json
 
