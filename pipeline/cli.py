@@ -10,9 +10,8 @@ import importlib
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 #: Sub-commands of the other stages, imported only when invoked (``geopixeld --help`` and ``geopixeld
 #: prepare`` load none of them): name → (module, attribute, one-line help). The library never imports the
@@ -32,22 +31,22 @@ class LazyGroup(TyperGroup):
 
     _resolving = False
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         return [*super().list_commands(ctx), *(n for n in LAZY_SUBCOMMANDS if n not in self.commands)]
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         self._resolving = True
         try:
             return super().resolve_command(ctx, args)
         finally:
             self._resolving = False
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in LAZY_SUBCOMMANDS or cmd_name in self.commands:
             return super().get_command(ctx, cmd_name)
         module, attr, help_text = LAZY_SUBCOMMANDS[cmd_name]
         if not self._resolving:  # listed in a help page: name and help only, nothing imported
-            return click.Command(cmd_name, help=help_text, short_help=help_text)
+            return TyperCommand(name=cmd_name, help=help_text, short_help=help_text)
         target = getattr(importlib.import_module(module), attr)
         if isinstance(target, typer.Typer):
             command = typer.main.get_command(target)

@@ -62,3 +62,16 @@ def test_importing_the_library_changes_no_environment_and_loads_nothing_above_it
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"changed": [], "loaded": []}
+
+
+def test_top_level_help_lists_every_lazy_subcommand() -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import LAZY_SUBCOMMANDS, app
+
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    for name in ("prepare", "describe", "validate", "export", *LAZY_SUBCOMMANDS):
+        assert name in result.output
+    sub = CliRunner().invoke(app, ["release", "--help"])
+    assert sub.exit_code == 0 and "publish" in sub.output
