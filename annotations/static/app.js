@@ -8,7 +8,7 @@ import { getJSON, postJSON, urls, whoAmI } from "./api.js";
 import {
   flagSummary, formatTime, highlightPriors, renderCaption, renderFlags, renderHistory, renderPhraseList, renderPriors,
 } from "./caption.js";
-import { bulkCount, bulkGo, openDialog, openStats } from "./dialogs.js";
+import { addUser, bulkCount, bulkGo, openDialog, openStats, openUsers } from "./dialogs.js";
 import { clear, el } from "./dom.js";
 import { FixDraft, renderDraftCaption, renderDraftPhrases } from "./editor.js";
 import { MaskEditor } from "./maskedit.js";
@@ -1073,6 +1073,11 @@ bind("btn-hide", () => KEYS.h());
 bind("btn-fit", () => viewer.fit());
 bind("btn-help", () => openDialog("help-dialog"));
 bind("btn-stats", () => openStats());
+bind("btn-users", () => openUsers());
+$("user-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  addUser();
+});
 bind("btn-bulk", () => {
   $("bulk-result").textContent = "";
   $("bulk-go").disabled = true;

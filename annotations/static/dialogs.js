@@ -20,7 +20,61 @@ export async function openStats() {
   }
   const totals = Object.entries(res.data.decisions).map(([k, v]) => `${k} ${v}`).join(" · ");
   $("stats-totals").textContent = totals ? `Current decisions: ${totals}` : "No decisions yet.";
+  const report = await getJSON("/api/report");
+  const r = report.ok ? report.data : null;
+  $("stats-agreement").textContent = r && r.pairs
+    ? `Two reviewers: ${r.pairs} samples, agreement ${(100 * r.agreement).toFixed(1)}%, Cohen's kappa ${r.kappa === null ? "–" : r.kappa.toFixed(3)}; adjudication ${r.adjudication.open} open`
+    : "";
   openDialog("stats-dialog");
+}
+
+/** What went wrong with a request, in words (FastAPI's input errors come as a list). */
+function failure(res) {
+  const detail = res.data?.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail) && detail.length) return `invalid ${detail.map((d) => (d.loc || []).slice(-1)[0]).join(", ")}`;
+  return `failed (${res.status})`;
+}
+
+/** Leads manage users: list, add, change role, deactivate or reactivate. */
+export async function openUsers() {
+  await renderUsers();
+  openDialog("users-dialog");
+}
+
+async function renderUsers() {
+  const res = await getJSON("/api/users");
+  if (!res.ok) return;
+  const body = clear($("users-body"));
+  for (const user of res.data.users) {
+    const other = user.role === "lead" ? "annotator" : "lead";
+    const role = el("button", { type: "button", text: `make ${other}` });
+    role.addEventListener("click", () => changeUser(user.name, { role: other }));
+    const active = el("button", { type: "button", text: user.active ? "deactivate" : "reactivate" });
+    active.addEventListener("click", () => changeUser(user.name, { active: !user.active }));
+    body.append(el("tr", { dataset: { user: user.name } },
+      el("td", { text: user.name }), el("td", { text: user.role }), el("td", { text: user.active ? "yes" : "no" }),
+      el("td", {}, role, " ", active)));
+  }
+}
+
+async function changeUser(name, change) {
+  const res = await postJSON(`/api/users/${encodeURIComponent(name)}`, change);
+  $("users-result").textContent = res.ok ? `${name}: ${Object.entries(change).map(([k, v]) => `${k} ${v}`).join(", ")}` : failure(res);
+  await renderUsers();
+}
+
+export async function addUser() {
+  const request = {
+    name: $("new-user-name").value.trim(), password: $("new-user-password").value, role: $("new-user-role").value,
+  };
+  const res = await postJSON("/api/users", request);
+  $("users-result").textContent = res.ok ? `${request.name} added (${request.role})` : failure(res);
+  if (res.ok) {
+    $("new-user-name").value = "";
+    $("new-user-password").value = "";
+  }
+  await renderUsers();
 }
 
 function bulkRequest(dryRun) {

@@ -489,6 +489,29 @@ def test_phrase_decisions_by_keyboard_undo_and_roles(day: Day, driver: Any) -> N
     login(driver, day, "lena")
     wait(driver, lambda b: body(b, "role") == "lead", "lead role not applied")
     assert driver.find_element(By.ID, "btn-bulk").is_displayed()
+    # A lead manages users from the page.
+    driver.find_element(By.ID, "btn-users").click()
+    wait(
+        driver,
+        lambda b: b.find_elements(By.CSS_SELECTOR, '#users-body tr[data-user="alice"]'),
+        "no user list",
+    )
+    driver.find_element(By.ID, "new-user-name").send_keys("dora")
+    driver.find_element(By.ID, "new-user-password").send_keys("a long passphrase" + Keys.ENTER)
+    wait(
+        driver,
+        lambda b: b.find_elements(By.CSS_SELECTOR, '#users-body tr[data-user="dora"]'),
+        "dora not added",
+    )
+    assert "dora added (annotator)" in driver.find_element(By.ID, "users-result").text
+    driver.find_element(By.CSS_SELECTOR, '#users-body tr[data-user="alice"] button').click()  # make lead
+    role_of_alice = (
+        "return document.querySelector('#users-body tr[data-user=\"alice\"] td:nth-child(2)')?.textContent"
+    )
+    wait(driver, lambda b: b.execute_script(role_of_alice) == "lead", "alice not made a lead")
+    with httpx.Client(base_url=day.url, timeout=30) as client:
+        login_dora = client.post("/api/login", json={"name": "dora", "password": "a long passphrase"})
+        assert login_dora.status_code == 200 and login_dora.json()["role"] == "annotator"
 
 
 def _tile_offset(driver: Any, x: float, y: float) -> tuple[int, int]:
