@@ -288,15 +288,22 @@ function scrollToPhrase(ref, { flash = false, block = "nearest" } = {}) {
 
 /** A flag was clicked: pin its phrase's mask, bring mask and phrase into view, mark its instances. */
 function showFlag(flag) {
-  const ref = maskOfPhrase(flag.phrase);
+  // A flag names its phrase, or only instances: then the first phrase grounding one of them.
+  let phrase = flag.phrase;
+  if (!Number.isInteger(phrase) && flag.instance_ids?.length) {
+    const wanted = new Set(flag.instance_ids);
+    const found = (state.sample.original.phrases || []).findIndex((p) => (p.instance_ids || []).some((id) => wanted.has(id)));
+    if (found >= 0) phrase = found;
+  }
+  const ref = maskOfPhrase(phrase);
   if (ref !== null) {
     state.pinned = ref;
     setHover(null);
     const mask = overlay.masks[ref];
     if (mask) viewer.reveal(mask.labelX, mask.labelY);
     scrollToPhrase(ref, { flash: true, block: "center" });
-  } else if (Number.isInteger(flag.phrase)) {
-    toast(`Flag ${flag.code} names phrase ${flag.phrase + 1}, which has no mask in this sample`);
+  } else if (Number.isInteger(phrase)) {
+    toast(`Flag ${flag.code} names phrase ${phrase + 1}, which has no mask in this sample`);
   }
   if (flag.instance_ids?.length) highlightPriors($("priors"), flag.instance_ids);
 }
