@@ -419,6 +419,8 @@ def export(
             for w in writers.values():
                 w.abort()
             raise
+        finally:
+            review.close()  # the review database's connections, if any
         dataset_name = name or data.resolve().name
         info: dict[str, Any] = {
             "name": dataset_name,

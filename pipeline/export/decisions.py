@@ -178,6 +178,7 @@ class ReviewDecisions:
         self._index: dict[str, Decision] = {}
         self._where: dict[str, tuple[int, int]] = {}  # parquet: tile id -> (row group, row)
         self._group: tuple[int, list[dict[str, Any]]] | None = None
+        self._engine: sa.Engine | None = None
 
     @classmethod
     def empty(cls) -> ReviewDecisions:
@@ -234,22 +235,27 @@ class ReviewDecisions:
         if d is None or d.status != "fixed":
             return None
         if self._db is not None:
-            engine, _ = _open(self._db)
-            try:
-                with engine.connect() as conn:
-                    row = conn.execute(
-                        sa.select(*(_DECISIONS.c[c] for c in (*_INDEX_COLUMNS, *FIXED_FIELDS))).where(
-                            _DECISIONS.c.tile_id == tile_id
-                        )
-                    ).first()
-            finally:
-                engine.dispose()
+            if self._engine is None:  # one engine for the export run, see close()
+                self._engine = _open(self._db)[0]
+            with self._engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(*(_DECISIONS.c[c] for c in (*_INDEX_COLUMNS, *FIXED_FIELDS))).where(
+                        _DECISIONS.c.tile_id == tile_id
+                    )
+                ).first()
             record = _record(row) if row is not None else None
         else:
             record = self._file_row(tile_id)
         if record is None or record.get("gcg_caption") is None:
             return None
         return {k: record[k] for k in FIXED_FIELDS}
+
+    def close(self) -> None:
+        """Release the database connection pool (if one was opened) and the cached row group."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        self._group = None
 
     def _file_row(self, tile_id: str) -> dict[str, Any] | None:
         where = self._where.get(tile_id)
