@@ -194,9 +194,21 @@ def check_repeats(sentences: list[str]) -> list[list[dict[str, str]]]:
     out: list[list[dict[str, str]]] = []
     norm = [" ".join(re.sub(r"[^\w\s]", " ", s.lower()).split()) for s in sentences]
     for i, s in enumerate(norm):
-        hit = next((j for j in range(i) if s == norm[j] or difflib.SequenceMatcher(None, s, norm[j]).ratio() >= REPEAT_RATIO), None)
+        hit = next((j for j in range(i) if s == norm[j] or _similar(s, norm[j])), None)
         out.append([flag("repeated_sentence", "warning", f"repeats sentence {hit + 1} of the tile")] if hit is not None else [])
     return out
+
+
+def _similar(a: str, b: str) -> bool:
+    """difflib's ratio of ``a`` and ``b`` ≥ ``REPEAT_RATIO``, computed only when its cheap upper bounds
+    (the lengths', then the character multisets') allow it: the same answer, a fraction of the work on a
+    tile with a hundred sentences."""
+    if not a and not b:
+        return True
+    if 2.0 * min(len(a), len(b)) / (len(a) + len(b)) < REPEAT_RATIO:
+        return False
+    m = difflib.SequenceMatcher(None, a, b)
+    return m.quick_ratio() >= REPEAT_RATIO and m.ratio() >= REPEAT_RATIO
 
 
 def check_markup(gcg_caption: str, n_masks: int) -> list[dict[str, str]]:

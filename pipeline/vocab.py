@@ -296,18 +296,23 @@ def categories_named(sentence: str, names: list[str] | tuple[str, ...] | frozens
                      exclude: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Categories among ``names`` that ``sentence`` names through a term of their own: terms shared with a
     category in ``exclude`` (those present, say) and :data:`GENERIC_TERMS` do not count."""
-    shared = {t for e in exclude for t in terms(e)}
     found = []
-    for name in sorted(names):
-        if name in exclude:
-            continue
-        specific = [t for t in terms(name) if t not in GENERIC_TERMS and not any(t in s for s in shared)]
-        if not specific:
-            continue
-        alts = "|".join(re.escape(t).replace(r"\ ", r"[\s\-_]+") for t in specific)
-        if re.search(rf"\b({alts})\b", sentence, re.IGNORECASE):
+    for name, pattern in _specific_patterns(frozenset(names), frozenset(exclude)):
+        if pattern.search(sentence):
             found.append(name)
     return found
+
+
+@lru_cache(maxsize=256)
+def _specific_patterns(names: frozenset[str], exclude: frozenset[str]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    shared = {t for e in exclude for t in terms(e)}
+    out = []
+    for name in sorted(names - exclude):
+        specific = [t for t in terms(name) if t not in GENERIC_TERMS and not any(t in s for s in shared)]
+        if specific:
+            alts = "|".join(re.escape(t).replace(r"\ ", r"[\s\-_]+") for t in specific)
+            out.append((name, re.compile(rf"\b({alts})\b", re.IGNORECASE)))
+    return tuple(out)
 
 
 #: Known label sets (readable names). A dataset whose categories all belong to one of them is checked

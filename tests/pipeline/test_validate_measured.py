@@ -145,6 +145,29 @@ NATURAL_CARS = [  # ... and true of cars() (14 grey, white and black cars)
 ]
 
 
+# The caption of the one official GeoPixelD training sample (mbzuai-oryx/GeoPixel, data/GeoPixelD.json,
+# tile P0224_0_800_0_800; annotations CC-BY-4.0), markup removed: four tennis courts, trees not labelled.
+GEOPIXELD_P0224 = (
+    "The image is an aerial view of a tennis court complex surrounded by dense greenery, with lush trees and "
+    "foliage. The tennis courts are empty, and the atmosphere is tranquil due to the absence of people or "
+    "movement. The tennis court-1 at right is a standard hard court with white boundary lines and a net "
+    "stretched across the center. The tennis court-2 , tennis court-3 , and tennis court-4 features the "
+    "standard dimensions and markings of a tennis court, situated at the bottom right of the image. This could "
+    "be a recreational facility or a professional training ground."
+)
+
+
+def test_geopixeld_caption_raises_no_flag() -> None:
+    labels = vocab.label_set(frozenset({"tennis court"}))
+    assert "helicopter" in labels and "tree" not in labels
+    tile = validate.Measured("holistic", tile_counts=(("tennis court", 4),), labels=labels)
+    assert validate.check_measured(GEOPIXELD_P0224, tile) == []
+    court = validate.Measured("instance", "tennis court", size_class="large", colours=(("green", 0.7), ("grey", 0.2)),
+                              tile_counts=(("tennis court", 4),), labels=labels)
+    assert validate.check_measured(GEOPIXELD_P0224.split(". ")[2], court) == []
+    assert validate.check_position(GEOPIXELD_P0224.split(". ")[2], "right") == []
+
+
 @pytest.mark.parametrize("text", NATURAL_PLANE)
 def test_natural_true_answers_are_not_flagged(text: str) -> None:
     assert codes(text, plane()) == [] and validate.check_position(text, "left") == []
