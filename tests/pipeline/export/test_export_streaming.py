@@ -18,7 +18,7 @@ from pipeline.export import MissingTileError, export
 from pipeline.scale.measure import MB, run_measured
 from pipeline.scale.replicate import replicate
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FOUR = ["gcg-parquet", "coco", "geopixel", "glamm"]
 
 

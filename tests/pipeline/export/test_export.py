@@ -81,7 +81,7 @@ def test_geopixel_format_reproduces_the_masks(tmp_path: Path, described: Path) -
     export(described / "isaid", out, ratios=(1, 0, 0), formats=["geopixel"])
     entries = json.loads((out / "geopixel" / "data" / "GeoPixelD" / "GeoPixelD_train.json").read_text())
     samples = {r["tile_id"]: r for r in pq.read_table(described / "isaid" / "samples.parquet").to_pylist()}
-    official = json.loads((Path(__file__).parents[1] / "data" / "geopixeld" / "GeoPixelD.json").read_text())[0]
+    official = json.loads((Path(__file__).parents[2] / "data" / "geopixeld" / "GeoPixelD.json").read_text())[0]
     assert set(entries[0]) == set(official)  # the same keys as the official sample
     checked = 0
     for e in entries:

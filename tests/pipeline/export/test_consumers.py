@@ -151,7 +151,7 @@ def test_geopixel_trains_from_its_repository_root(train_export: tuple[Path, Any]
             masks += 1
     assert masks == sum(len(r["masks"]) for r in rows.values())
     # the official sample's keys, on the conversation list and the per-tile file
-    official = json.loads((Path(__file__).parents[1] / "data" / "geopixeld" / "GeoPixelD.json").read_text())[0]
+    official = json.loads((Path(__file__).parents[2] / "data" / "geopixeld" / "GeoPixelD.json").read_text())[0]
     e = loaded[0]["entry"]
     assert set(e) == set(official) and e["image"].rsplit("/", 2)[0] == official["image"].rsplit("/", 2)[0]
     per_tile = json.loads(Path(e["polygons"]).read_text())

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.export.hf import ShardWriter, dataset_card
 from pipeline.scale.measure import run_measured
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 IMAGE_BYTES = 512 * 1024  # incompressible, about a real 800² tile PNG
 
 
