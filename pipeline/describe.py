@@ -113,6 +113,8 @@ class DescribeConfig(EndpointConfig):
             raise ValueError("give either --second-opinion MODEL or --samples 2, not both")
         if self.samples > 1 and self.temperature <= 0:
             raise ValueError("--samples 2 needs a temperature above 0 (at 0 both samples are the same answer)")
+        if self.batch and (self.second_opinion or self.samples > 1):
+            raise ValueError("a second opinion is asked live, after the first answers: not with --batch")
         return self
 
     def selection(self) -> SelectionPolicy:

@@ -397,11 +397,13 @@ def test_second_opinion_flags_disagreement(tmp_path: Path, prepared: Path) -> No
             assert s["review_score"] >= 0.3
 
 
-def test_samples_two_needs_temperature() -> None:
+def test_second_opinion_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="temperature"):
         DescribeConfig(samples=2, temperature=0.0)
     with pytest.raises(ValueError, match="not both"):
         DescribeConfig(samples=2, second_opinion="judge")
+    with pytest.raises(ValueError, match="--batch"):
+        DescribeConfig(second_opinion="judge", batch=True, base_url="http://127.0.0.1:1/v1")
 
 
 def test_compose_adding_an_absent_category_is_flagged(tmp_path: Path, prepared: Path) -> None:
@@ -421,3 +423,17 @@ def test_compose_adding_an_absent_category_is_flagged(tmp_path: Path, prepared: 
         assert all(f["phrase"] is None and not f["instance_ids"] for f in compose)  # sample-level
         # the first-round answers were correct: nothing else about them is flagged
         assert {f["code"] for f in s["flags"]} - {"absent_category"} - OBJECT_FLAGS == set(), s["flags"]
+
+
+def test_two_samples_of_the_offline_describer_agree(tmp_path: Path, prepared: Path) -> None:
+    """``--samples 2`` with the embedded describer: the second sample is worded differently (its facts differ
+    by the sample number, so the cache key and the describer's seeded wording do) but says the same."""
+    data = _fresh(prepared, tmp_path / "d")
+    summary = describe(data, DescribeConfig(samples=2, temperature=0.7, concurrency=4), progress=False)
+    calls = pq.read_table(data / "lmm_calls.parquet", columns=["ref", "text"]).to_pylist()
+    second = [c for c in calls if c["ref"].endswith("|second")]
+    assert second and summary.lmm["failed"] == 0
+    firsts = {c["ref"]: c["text"] for c in calls}
+    assert any(firsts[c["ref"].removesuffix("|second")] != c["text"] for c in second)  # other words
+    samples = pq.read_table(data / "samples.parquet").to_pylist()
+    assert not [f for s in samples for f in s["flags"] if f["code"] == "second_opinion_disagreement"]
