@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import vocab
+from pipeline import priors, vocab
 from pipeline.colour import colour_shares
 from pipeline.config import PrepareConfig
 from pipeline.describe import DescribeConfig, describe
@@ -58,6 +58,15 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """The bundled iSAID images with a GSD of 0.5 m/px (iSAID carries none), so sizes are in metres."""
     out = tmp_path_factory.mktemp("quality")
     prepare([data_dir / "isaid"], PrepareConfig(format="isaid", gsd=0.5), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def prepared_dense(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """The same with large vehicles grouped where three or more stand together (many groups to count)."""
+    out = tmp_path_factory.mktemp("quality_dense")
+    clusters = {"small vehicle": "only", "large vehicle": "dense"}
+    prepare([data_dir / "isaid"], PrepareConfig(format="isaid", gsd=0.5, cluster_categories=clusters), out, progress=False)
     return out
 
 
@@ -236,11 +245,13 @@ def _cluster_text(s: Subject, colour: dict[str, Any], cls: str, h: int) -> str:
     n = len(s.instance_ids)
     noun = vocab.plural(s.category, n)
     tone = f"mostly {colour['right']}" if colour["right"] else ""
-    lead = _count_phrase(n)
+    # right: a number word, digits, or prepare's count word ("a few" for 3-5, "several" for 6-10, ...)
+    lead = [_count_phrase(n), str(n) if n > 1 else "a single", priors.count_word(n)][(h >> 12) % 3]
     tail = " right next to each other" if n > 1 else ""
-    if cls == "count":
-        lead = "a single" if n > 2 else "dozens of"
-        noun = s.category if lead == "a single" else noun
+    if cls == "count":  # wrong: each clearly outside what fits n
+        wrong = ["a single", "two" if n >= 4 else "dozens of", str(3 * n), "dozens of" if n < 15 else "a few"]
+        lead = wrong[(h >> 12) % len(wrong)]
+        noun = s.category if lead == "a single" else vocab.plural(s.category)
     elif cls == "colour":
         tone = f"mostly {colour['wrong']}"
     elif cls == "absent":
@@ -330,22 +341,33 @@ def _flags_by_subject(data: Path) -> tuple[dict[tuple[str, tuple[int, ...]], lis
     return out, samples
 
 
-def test_each_injected_error_class_is_flagged(tmp_path: Path, prepared: Path) -> None:
-    data = _fresh(prepared, tmp_path / "d")
+def _run_liar(data: Path) -> tuple[Oracle, dict[tuple[str, tuple[int, ...]], list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Describe ``data`` through the oracle with injected errors: the oracle, object flags, samples."""
     oracle = _oracle(data)
     with oracle_server(oracle) as url:
         cfg = DescribeConfig(base_url=url, model="liar", concurrency=4, policy="all-instances", max_retries=0)
         summary = describe(data, cfg, progress=False)
     assert summary.lmm["failed"] == 0
+    assert len(oracle.injected) == len(oracle.subjects)  # every object was asked about once
     by_subject, samples = _flags_by_subject(data)
-    injected = oracle.injected
-    assert len(injected) == len(oracle.subjects)  # every object was asked about once
+    return oracle, by_subject, samples
+
+
+def test_each_injected_error_class_is_flagged(tmp_path: Path, prepared: Path, prepared_dense: Path) -> None:
+    injected: dict[tuple[str, str, tuple[int, ...]], str] = {}
+    by_subject: dict[tuple[str, str, tuple[int, ...]], list[dict[str, Any]]] = {}
+    all_samples: list[dict[str, Any]] = []
+    for name, src in (("default", prepared), ("dense", prepared_dense)):  # dense: many more groups to count
+        oracle, flags, samples = _run_liar(_fresh(src, tmp_path / name))
+        injected.update({(name, *k): c for k, c in oracle.injected.items()})
+        by_subject.update({(name, *k): v for k, v in flags.items()})
+        all_samples += samples
     classes = Counter(injected.values())
     report = {}
     for cls, code in CLASS_CODE.items():
         truth = {k for k, c in injected.items() if c == cls}
         flagged = {k for k, fs in by_subject.items() if any(f["code"] == code for f in fs)}
-        assert truth, f"no {cls} error was injected ({classes})"
+        assert len(truth) >= 10, f"too few {cls} errors injected ({classes})"
         recall = len(truth & flagged) / len(truth)
         precision = len(truth & flagged) / len(flagged) if flagged else 0.0
         report[cls] = (len(truth), round(recall, 3), round(precision, 3))
@@ -358,7 +380,7 @@ def test_each_injected_error_class_is_flagged(tmp_path: Path, prepared: Path) ->
     wrongly = {k: [f["code"] for f in by_subject.get(k, []) if f["code"] not in OBJECT_FLAGS] for k in correct}
     assert not {k: v for k, v in wrongly.items() if v}
     # Holistic answers are correct: no sample-level flag from them; every object flag names its phrase.
-    for s in samples:
+    for s in all_samples:
         assert not [f for f in s["flags"] if f["detail"].startswith("holistic")]
         for f in s["flags"]:
             if f["instance_ids"] and f["code"] != "not_grounded":
@@ -367,8 +389,8 @@ def test_each_injected_error_class_is_flagged(tmp_path: Path, prepared: Path) ->
         assert 0.0 <= s["review_score"] < 1.0
         assert (s["review_score"] > 0) == bool(s["flags"])
     # A sample with an error-severity flag needs review more than any unflagged one.
-    worst = [s["review_score"] for s in samples if s["max_severity"] == "error"]
-    clean = [s["review_score"] for s in samples if not s["flags"]]
+    worst = [s["review_score"] for s in all_samples if s["max_severity"] == "error"]
+    clean = [s["review_score"] for s in all_samples if not s["flags"]]
     assert worst and min(worst) > max(clean, default=0.0)
 
 
