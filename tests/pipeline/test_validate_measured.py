@@ -244,6 +244,9 @@ def test_calibration_from_a_decisions_file(tmp_path: Path) -> None:
     rows = [{"tile_id": t, "review_status": s, "reviewer": "ann", "decided_at": datetime.now(UTC)} for t, s in DECIDED.items()]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "decisions.parquet")
     _check(calibrate(tmp_path, decisions=tmp_path / "decisions.parquet"))
+    # a samples file from before review_score still reads with today's schema (the column is null)
+    old = pq.read_table(tmp_path / "samples.parquet", schema=SAMPLES_SCHEMA)
+    assert old.column("review_score").null_count == old.num_rows == 8
 
 
 def test_review_report_reads_the_review_database(tmp_path: Path) -> None:
