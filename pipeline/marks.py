@@ -71,9 +71,9 @@ def place_marks(
     half = side / 2
     areas = [m.area for m in masks]
     order = sorted(range(len(masks)), key=areas.__getitem__)
-    placed: list[tuple[float, float, float, float]] = []
+    placed = np.empty((len(masks), 4), dtype=float)  # squares placed so far: placed[:k]
     result: dict[int, tuple[float, float, tuple[float, float, float, float]]] = {}
-    for i in order:
+    for k, i in enumerate(order):
         m = masks[i]
         dist = depth_map(m.array)
         flat = dist.reshape(-1)
@@ -92,14 +92,14 @@ def place_marks(
             np.clip(-boxes[:, 0], 0, None) + np.clip(-boxes[:, 1], 0, None)
             + np.clip(boxes[:, 2] - width, 0, None) + np.clip(boxes[:, 3] - height, 0, None)
         )
-        overlap = _overlap(boxes, np.asarray(placed, dtype=float).reshape(-1, 4))
+        overlap = _overlap(boxes, placed[:k])
         depth = flat[idx]
         # Overlap with other marks matters most, then staying in the tile, then depth inside the object.
         score = overlap * 4 + outside * side - np.minimum(depth, side)
         best = int(np.argmin(score))
-        b = tuple(float(v) for v in boxes[best])
-        placed.append(b)  # type: ignore[arg-type]
-        result[i] = (float(cx[best]), float(cy[best]), b)  # type: ignore[assignment]
+        placed[k] = boxes[best]
+        b = tuple(boxes[best].tolist())
+        result[i] = (float(cx[best]), float(cy[best]), b)
     return [result[i] for i in range(len(masks))]
 
 
@@ -111,7 +111,9 @@ def depth_map(mask: np.ndarray) -> np.ndarray:
     integer squared distance, whose float64 root equals ``scipy.ndimage.distance_transform_edt``'s bit for
     bit (float32 holds d² exactly enough up to depths of about 2,000 px, beyond any mark's size).
     """
-    d = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    src = np.ascontiguousarray(mask).view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).astype(np.uint8)
+    framed = cv2.copyMakeBorder(src, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    d = cv2.distanceTransform(framed, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     d64 = d[1:-1, 1:-1].astype(np.float64)
     return np.sqrt(np.rint(d64 * d64))
 

@@ -83,9 +83,16 @@ def encode_local(mask: LocalMask, height: int, width: int) -> dict[str, Any]:
         row = change % (ch + 2) - 1  # row within the crop
         full_idx = (mask.x0 + col) * height + (mask.y0 + row)
         # A crop spanning the full height makes a run continue into the next column: its end and the
-        # next start fall on the same index and cancel.
-        idx, n = np.unique(full_idx, return_counts=True)
-        full_idx = idx[(n % 2 == 1) & (idx < height * width)]
+        # next start fall on the same index and cancel. The walk is in increasing order, so such pairs
+        # are neighbours (no sort needed).
+        if full_idx.size > 1:
+            same = np.flatnonzero(full_idx[1:] == full_idx[:-1])
+            if same.size:
+                keep = np.ones(full_idx.size, dtype=bool)
+                keep[same] = False
+                keep[same + 1] = False
+                full_idx = full_idx[keep]
+        full_idx = full_idx[full_idx < height * width]
         bounds = np.concatenate(([0], full_idx, [height * width]))
         counts = np.diff(bounds).astype(np.int64).tolist()
     rle = _coco().frPyObjects({"size": [height, width], "counts": counts}, height, width)
