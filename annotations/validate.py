@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 from pipeline import gcg
+from pipeline.rle import counts_to_runs
 
 OPEN, CLOSE, SEG = gcg.P_OPEN, gcg.P_CLOSE, gcg.SEG
 
@@ -47,29 +48,7 @@ def parse_gcg(gcg_caption: str) -> ParsedCaption:
     return gcg.parse(gcg_caption)
 
 
-def rle_counts(counts: str) -> list[int]:
-    """Decode a COCO compressed RLE ``counts`` string into run lengths (pycocotools' ``rleFrString``)."""
-    runs: list[int] = []
-    pos = 0
-    while pos < len(counts):
-        value = shift = 0
-        more = True
-        while more:
-            if pos >= len(counts):
-                raise ValueError("truncated RLE string")
-            char = ord(counts[pos]) - 48
-            if char < 0 or char > 63:
-                raise ValueError(f"invalid RLE character {counts[pos]!r}")
-            value |= (char & 0x1F) << (5 * shift)
-            more = bool(char & 0x20)
-            pos += 1
-            shift += 1
-            if not more and char & 0x10:
-                value |= -1 << (5 * shift)
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
+rle_counts = counts_to_runs  # the library's pure-Python decoder of a compressed ``counts`` string
 
 
 def _mask_problems(masks: Sequence[Mapping[str, Any]]) -> list[Flag]:

@@ -105,6 +105,32 @@ def encode_full(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
+def counts_to_runs(counts: str) -> list[int]:
+    """Run lengths of a COCO compressed RLE ``counts`` string, in pure Python (pycocotools' ``rleFrString``):
+    what a validator needs to check a mask without decoding it. Raises ``ValueError`` on a malformed string."""
+    runs: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value = shift = 0
+        more = True
+        while more:
+            if pos >= len(counts):
+                raise ValueError("truncated RLE string")
+            char = ord(counts[pos]) - 48
+            if char < 0 or char > 63:
+                raise ValueError(f"invalid RLE character {counts[pos]!r}")
+            value |= (char & 0x1F) << (5 * shift)
+            more = bool(char & 0x20)
+            pos += 1
+            shift += 1
+            if not more and char & 0x10:
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
 def to_coco(rle: Any) -> dict[str, Any]:
     """A COCO RLE in the form pycocotools' C functions take (``counts`` as bytes).
 

@@ -20,6 +20,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
+from pipeline.rle import to_coco
+
 Rle = dict[str, Any]
 MATCHING_RULES = ("hungarian", "glamm")
 
@@ -33,12 +35,7 @@ def to_rle(mask: Rle | np.ndarray, height: int | None = None, width: int | None 
     if isinstance(mask, np.ndarray):
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     elif isinstance(mask, dict) and "counts" in mask and "size" in mask:
-        counts = mask["counts"]
-        h, w = (int(v) for v in mask["size"])
-        if isinstance(counts, list):
-            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-        else:
-            rle = {"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts}
+        rle = to_coco(mask)  # the library's one normalisation (pipeline.rle)
     else:
         raise ValueError(f"not a mask: expected a COCO RLE dict or an array, got {type(mask).__name__}")
     if height is not None and width is not None and list(rle["size"]) != [height, width]:

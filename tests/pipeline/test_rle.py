@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from pycocotools import mask as mask_utils
 
 from pipeline.rle import LocalMask, area, decode, encode_full, encode_local, merge
@@ -40,3 +41,23 @@ def test_merge_is_a_union() -> None:
     u = decode(merge([encode_full(a), encode_full(b)]))
     assert np.array_equal(u, a | b)
     assert mask_utils.area(mask_utils.encode(np.asfortranarray(u.astype(np.uint8)))) == (a | b).sum()
+
+
+def test_one_rle_home_for_every_reader() -> None:
+    """The library's decoders agree with pycocotools, and the review app and evaluator use them."""
+    from pycocotools import mask as mask_utils
+
+    from annotations.validate import rle_counts
+    from geopixel.eval.matching import to_rle
+    from pipeline.rle import counts_to_runs, decode, encode_full, to_coco
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((37, 53)) > 0.6
+    rle = encode_full(mask)
+    runs = counts_to_runs(rle["counts"])
+    assert sum(runs) == 37 * 53 and sum(runs[1::2]) == int(mask.sum())
+    assert rle_counts is counts_to_runs
+    assert np.array_equal(decode(rle), mask) and np.array_equal(decode({"size": rle["size"], "counts": runs}), mask)
+    assert to_rle(rle) == to_coco(rle) and np.array_equal(mask_utils.decode(to_coco(rle)).astype(bool), mask)
+    with pytest.raises(ValueError, match="invalid RLE character"):
+        counts_to_runs("\x01")
