@@ -108,6 +108,8 @@ sample_index = sa.Table(
     sa.Column("max_severity", sa.String(16), nullable=False),
     sa.Column("severity_rank", sa.Integer, nullable=False),
     sa.Column("n_flags", sa.Integer, nullable=False),
+    # describe's needs-review score (pipeline.validate.review_score; null in files written before it).
+    sa.Column("review_score", sa.Float, nullable=True),
     sa.Column("n_phrases", sa.Integer, nullable=False),
     sa.Column("flag_codes", sa.Text, nullable=False),  # "|code|code|" (LIKE '%|code|%' finds one)
     sa.Column("categories", sa.Text, nullable=False),  # "|ship|harbor|" (the phrases' categories)
@@ -222,8 +224,9 @@ def open_engine(db_url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
     with engine.begin() as conn:
-        if "double_review" not in {c["name"] for c in sa.inspect(conn).get_columns("sample_index")}:
-            sample_index.drop(conn)  # an index from an earlier build of schema 2: it is only a cache
+        indexed = {c["name"] for c in sa.inspect(conn).get_columns("sample_index")}
+        if not {"double_review", "review_score"} <= indexed:
+            sample_index.drop(conn)  # an index from an earlier build: it is only a cache
             sample_index.create(conn)
             conn.execute(sa.delete(meta).where(meta.c.key == "sample_index"))
         if "new_masks" not in {c["name"] for c in sa.inspect(conn).get_columns("decisions")}:  # schema 1

@@ -10,8 +10,9 @@ tile's instances). Opening a sample then reads just its row group (``SampleStore
 The index is rebuilt only when the Parquet files or the queue settings change (their size, mtime and
 the settings are kept in ``review_meta``), so a restart on the same data is quick.
 
-Queue order (as before): flagged tiles, ``error`` before ``warning`` before ``info``, more flags first,
-then tile id; a share of the unflagged tiles (chosen by ``sha256(seed, tile_id)``) mixed in evenly as
+Queue order: flagged tiles, ``error`` before ``warning`` before ``info``, then the higher needs-review
+score first (``review_score``, from describe's flags and second-opinion agreement; files without it
+order as before), then more flags first, then tile id; a share of the unflagged tiles (chosen by ``sha256(seed, tile_id)``) mixed in evenly as
 spot checks. Positions are computed by the database (window functions; SQLite >= 3.25, PostgreSQL).
 """
 
@@ -32,9 +33,9 @@ from .db import index_facets, instance_groups, meta, sample_index
 
 SEVERITIES = ("none", "info", "warning", "error")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: review_score in the order
 _LOCK_KEY = 0x67707864  # PostgreSQL advisory lock held while the index is rebuilt
-_SAMPLE_COLUMNS = ("tile_id", "max_severity", "flags", "phrases", "tile_path", "marks_path")
+_SAMPLE_COLUMNS = ("tile_id", "max_severity", "flags", "phrases", "tile_path", "marks_path", "review_score")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def _sample_rows(
                     "max_severity": worst,
                     "severity_rank": SEVERITY_RANK[worst],
                     "n_flags": len(flags),
+                    "review_score": (data.get("review_score") or [None] * n)[i],
                     "n_phrases": len(phrases),
                     "flag_codes": _codes(f.get("code") for f in flags),
                     "categories": _codes(p.get("category") for p in phrases),
@@ -152,7 +154,14 @@ def _assign_positions(conn: sa.Connection, spot_check_rate: float) -> int:
     flagged = sa.select(
         si.c.tile_id,
         (
-            sa.func.row_number().over(order_by=(si.c.severity_rank.desc(), si.c.n_flags.desc(), si.c.tile_id))
+            sa.func.row_number().over(
+                order_by=(
+                    si.c.severity_rank.desc(),
+                    sa.func.coalesce(si.c.review_score, -1.0).desc(),
+                    si.c.n_flags.desc(),
+                    si.c.tile_id,
+                )
+            )
             - 1
         ).label("rank"),
     ).where(si.c.severity_rank > 0)

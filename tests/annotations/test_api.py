@@ -480,3 +480,28 @@ def test_queue_uses_the_worst_flag_when_max_severity_disagrees(tmp_path, tools):
             ("error", 0)
         ]
     engine.dispose()
+
+
+def test_queue_puts_the_higher_needs_review_score_first_within_a_severity(tmp_path, tools):
+    """describe's review_score orders samples of one severity (files without it keep the old order)."""
+    from annotations.db import open_engine, sample_index
+    from annotations.index import ensure_index
+
+    specs = [
+        tools.TileSpec(f"X_{k}_1_0_1", ["A ", tools.Phrase("car", (0, 0, 4, 4))], [("w", "warning", "x")] * (3 - k))
+        for k in range(3)
+    ]  # X_0 has the most flags, so the old order is X_0, X_1, X_2
+    root = tools.write_dataset(tmp_path / "d", specs)
+    table = pq.read_table(root / "samples.parquet")
+    scores = pa.array([0.2, 0.5, 0.9], type=pa.float64())
+    if "review_score" in table.schema.names:
+        table = table.set_column(table.schema.get_field_index("review_score"), "review_score", scores)
+    else:
+        table = table.append_column("review_score", scores)
+    pq.write_table(table, root / "samples.parquet")
+    engine = open_engine(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    ensure_index(engine, root)
+    with engine.connect() as conn:
+        order = [t for (t,) in conn.execute(sa.select(sample_index.c.tile_id).order_by(sample_index.c.position))]
+    assert order == ["X_2_1_0_1", "X_1_1_0_1", "X_0_1_0_1"]
+    engine.dispose()
