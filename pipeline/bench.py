@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from PIL import Image
 from rasterio.windows import Window
 
+from . import png
 from .config import PrepareConfig
-from .prepare import PNG_COMPRESS_LEVEL, prepare
+from .prepare import prepare
 from .tiling import tile_grid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def floor_seconds(images: list[Path], out: Path, size: int = 800, overlap: int =
         for t in tile_grid(path.stem, arr.shape[1], arr.shape[0], size, overlap):
             crop = np.ascontiguousarray(arr[t.y0 : t.y1, t.x0 : t.x1])
             for kind in ("t", "m"):
-                Image.fromarray(crop).save(out / f"{t.tile_id}.{kind}.png", compress_level=PNG_COMPRESS_LEVEL)
+                png.write(out / f"{t.tile_id}.{kind}.png", crop)  # prepare's own PNG encoder
             n += 1
     return time.perf_counter() - start, n
 
