@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 
@@ -182,6 +183,10 @@ class Stretch:
                 out[i] = np.clip(band, 0, 255).astype(np.uint8)
         if valid is not None:
             out = np.where(valid[None], out, 0).astype(np.uint8)
+        if out.shape[0] == 1:
+            return np.ascontiguousarray(out[0])[..., None]
+        if out.shape[0] <= 4:  # OpenCV interleaves bands many times faster than numpy's transposing copy
+            return cv2.merge([out[i] for i in range(out.shape[0])])
         return np.ascontiguousarray(np.moveaxis(out, 0, -1))
 
 

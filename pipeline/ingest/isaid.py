@@ -2,7 +2,7 @@
 and ``P_instance_color_RGB.png`` (the class is the colour of the same pixels).
 
 Each mask is decoded once. A first pass over row strips gathers per-instance statistics (total area,
-full extent, class by majority colour); the id codes it decoded are kept (as ``int32``, 4 bytes per
+full extent, class by majority colour); the id codes it decoded are kept (as ``uint32``, 4 bytes per
 pixel) when they fit ``KEEP_CODES_MB``, and tiles are cut from them. Larger images keep nothing: the
 id mask is read a second time band by band with the tiles, so memory follows the tile band, not the
 image. The image itself is decoded once either way (the devkit decodes everything three times).
@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from ..errors import InputError, Skip
@@ -49,11 +50,13 @@ KEEP_CODES_MB = 64  # id codes of images up to 16 MP are kept after the first pa
 
 
 def _rgb_code(rgb: np.ndarray) -> np.ndarray:
-    """``3×H×W`` uint8 → ``H×W`` int32 code ``R + 256·G + 65536·B``."""
-    code = rgb[0].astype(np.int32)
-    code |= rgb[1].astype(np.int32) << 8
-    code |= rgb[2].astype(np.int32) << 16
-    return code
+    """``3×H×W`` uint8 → ``H×W`` uint32 code ``R + 256·G + 65536·B``.
+
+    The bands are interleaved with a zero fourth byte (OpenCV's merge, one pass) and read as little-endian
+    32-bit words: byte 0 is R, byte 1 G, byte 2 B.
+    """
+    zero = np.zeros(rgb.shape[1:], dtype=np.uint8)
+    return cv2.merge([rgb[0], rgb[1], rgb[2], zero]).view("<u4")[..., 0]
 
 
 def _label_boxes(fg: np.ndarray, inverse: np.ndarray, n: int) -> np.ndarray:
@@ -95,7 +98,7 @@ class IsaidMasks:
         self.extent: dict[int, list[int]] = {}  # id -> [xmin, ymin, xmax, ymax] (inclusive)
         self.category: dict[int, str] = {}
         self.recoloured = 0  # pixels whose colour disagreed with their instance's class
-        self._codes: np.ndarray | None = None  # H×W int32 id codes, when small enough to keep
+        self._codes: np.ndarray | None = None  # H×W uint32 id codes, when small enough to keep
         self._stats(keep=width * height * 4 <= KEEP_CODES_MB * 2**20)
         self._ids = None if self._codes is not None else RowBandReader(id_path, [1, 2, 3])
 
