@@ -9,7 +9,7 @@ Two comparisons, each printed as a table of medians and the ratio of tiles per s
   pixels a side against a tiler that reads each window with rasterio and writes it with OpenCV.
 
 Each run is a fresh interpreter started from the command line (imports included, as a user pays them);
-the two tools alternate run by run so both see the same machine load. Peak memory is sampled every 20 ms
+the two tools alternate run by run so both see the same machine load. Peak memory is sampled every 50 ms
 over the whole process tree (prepare's worker processes included) as the sum of proportional set sizes
 (pages a forked worker shares with its parent count once), and ``ru_maxrss`` of the largest single
 process is reported too. After the runs, the decoded pixels of every prepare tile are compared
@@ -155,7 +155,7 @@ def run_process(cmd: list[str], count_tiles: Path | None = None, cwd: Path | Non
     return Run(seconds, tiles, peak / 2**20, usage.ru_maxrss / 1024)
 
 
-SAMPLE_S = 0.02  # memory sampling period (cheap /proc reads, so the sampler steals little CPU)
+SAMPLE_S = 0.05  # memory sampling period (smaps_rollup reads cost ~1 ms a process: keep the sampler light)
 
 
 def _tree(pid: int) -> list[int]:
