@@ -47,7 +47,8 @@ from .tiling import Tile, tile_grid
 
 PNG_COMPRESS_LEVEL = png.LEVEL  # deflate level of tiles and set-of-marks images (lossless at any level)
 GDAL_CACHE_MB = 128
-PNG_PENDING = 6  # encoded-but-unwritten images a worker may hold (bounds memory: ~2 MB per 800² tile)
+PNG_PENDING = 6  # images a worker may hold while they encode (~2 MB per 800² RGB tile)...
+PNG_PENDING_MB = 96  # ...and at most this many MB of them (4096² tiles: one at a time)
 NAMING_CALLS = "naming_calls.parquet"  # the category tier's LMM calls (automatic masks named by an LMM)
 TILE_BAR_MIN = 50  # images with at least this many tiles get their own progress bar
 REPORT_VERSION = 1
@@ -365,7 +366,8 @@ def _prepare_into(
                 yield (tile, 1.0 - float(vcrop.mean())), rgb, instances
 
     stream = rendered()
-    writer = png.PngWriter(threads=encode_threads, pending=PNG_PENDING)
+    tile_mb = max((t.width * t.height * 3 for t in tiles), default=1) / 2**20
+    writer = png.PngWriter(threads=encode_threads, pending=max(1, min(PNG_PENDING, int(PNG_PENDING_MB // tile_mb))))
     if masker is not None:
         from .sam import refine_batches
 
