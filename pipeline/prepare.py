@@ -118,7 +118,7 @@ def process_tile(
         else:
             kept.append(inst)
             areas.append(float(area))
-    shapes = [priors.measure(i.mask) for i in kept]
+    shapes = priors.measure_all([i.mask for i in kept])
     names = [category_name(i.category) for i in kept]
 
     # Clusters per cluster category.

@@ -23,6 +23,7 @@ Rules (all in tile coordinates; documented in the README too):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -189,6 +190,85 @@ def _row_extreme_corners(arr: np.ndarray) -> np.ndarray:
     xs = np.concatenate([first, first, last, last])
     ys = np.concatenate([rows, rows + 1, rows, rows + 1])
     return np.stack([xs, ys], axis=1).astype(np.float64)
+
+
+def _calipers_many(hulls: list[np.ndarray]) -> list[tuple[float, float, float] | None]:
+    """``_calipers`` of many hulls in one set of array operations (hulls padded to the longest).
+
+    Each edge's numbers are computed by the same elementwise operations as in ``_calipers``, so the
+    results are the same bit for bit; ``None`` where edges tie with different results.
+    """
+    if not hulls:
+        return []
+    n, width = len(hulls), max(len(h) for h in hulls)
+    lengths = np.array([len(h) for h in hulls])
+    pts = np.empty((n, width, 2), dtype=np.float64)
+    for i, h in enumerate(hulls):
+        pts[i, : len(h)] = h
+        pts[i, len(h) :] = h[0]  # repeated vertices change no maximum or minimum
+    j = np.arange(width)
+    valid = j[None, :] < lengths[:, None]
+    nxt = np.where(j[None, :] + 1 < lengths[:, None], j[None, :] + 1, 0)
+    rows = np.arange(n)[:, None]
+    edges = pts[rows, nxt] - pts  # each vertex to the next, wrapping at each hull's own length
+    angles = np.arctan2(edges[:, :, 1], edges[:, :, 0])
+    cos, sin = np.cos(angles), np.sin(angles)
+    x, y = pts[:, None, :, 0], pts[:, None, :, 1]
+    u = x * cos[:, :, None] + y * sin[:, :, None]
+    v = -x * sin[:, :, None] + y * cos[:, :, None]
+    du = u.max(axis=2) - u.min(axis=2)
+    dv = v.max(axis=2) - v.min(axis=2)
+    area = np.where(valid, du * dv, np.inf)
+    best = area.argmin(axis=1)
+    ties = ((area == area[np.arange(n), best][:, None]) & valid).sum(axis=1) > 1
+    out: list[tuple[float, float, float] | None] = []
+    for i in range(n):
+        k = int(best[i])
+        if ties[i]:
+            tied = np.flatnonzero((area[i] == area[i, k]) & valid[i])
+            results = {_rect(float(du[i, t]), float(dv[i, t]), float(angles[i, t])) for t in tied}
+            if len(results) > 1:
+                out.append(None)
+                continue
+        out.append(_rect(float(du[i, k]), float(dv[i, k]), float(angles[i, k])))
+    return out
+
+
+def measure_all(masks: Sequence[LocalMask]) -> list[Shape]:
+    """``measure`` of every mask, with the rotating calipers of all of them computed together."""
+    centroids: list[tuple[float, float] | None] = []
+    hulls: list[np.ndarray] = []
+    hull_of: list[int] = []
+    for m in masks:
+        arr = m.array
+        n = int(np.count_nonzero(arr))
+        if n == 0:
+            centroids.append(None)
+            hull_of.append(-1)
+            continue
+        h, w = arr.shape
+        sx = int(arr.sum(axis=0, dtype=np.int64) @ np.arange(w, dtype=np.int64))
+        sy = int(arr.sum(axis=1, dtype=np.int64) @ np.arange(h, dtype=np.int64))
+        centroids.append((float(m.x0 + sx / n + 0.5), float(m.y0 + sy / n + 0.5)))
+        hull = _hull(_row_extreme_corners(arr))
+        hull_of.append(len(hulls) if hull is not None else -1)
+        if hull is not None:
+            hulls.append(hull)
+    rects = _calipers_many(hulls)
+    shapes = []
+    for m, c, k in zip(masks, centroids, hull_of, strict=True):
+        if c is None:
+            shapes.append(Shape(float(m.x0), float(m.y0), 0.0, 0.0, None))
+            continue
+        rect = rects[k] if k >= 0 else None
+        if rect is None:  # a tie (or a degenerate hull): decide exactly as on the full boundary
+            rect = min_area_rect(_boundary_points(m.array))
+        if rect is None:
+            arr = m.array
+            shapes.append(Shape(c[0], c[1], float(max(arr.shape)), float(min(arr.shape)), None))
+        else:
+            shapes.append(Shape(c[0], c[1], *rect))
+    return shapes
 
 
 def measure(mask: LocalMask) -> Shape:

@@ -159,3 +159,11 @@ def test_measure_equals_the_qhull_and_nonzero_version() -> None:
             continue
         s = priors.measure(LocalMask(3, 5, m))
         assert (s.cx, s.cy, s.length_px, s.width_px, s.angle_deg) == _old_measure(m)
+
+
+def test_measure_all_equals_measure_one_by_one() -> None:
+    rng = np.random.default_rng(5)
+    masks = [LocalMask(int(rng.integers(0, 700)), int(rng.integers(0, 700)), _random_mask(rng)) for _ in range(2000)]
+    masks.append(LocalMask(3, 4, np.zeros((0, 0), dtype=bool)))
+    assert priors.measure_all(masks) == [priors.measure(m) for m in masks]
+    assert priors.measure_all([]) == []
