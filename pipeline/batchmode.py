@@ -71,7 +71,7 @@ def fill_batches(data_dir: str | Path, config: DescribeConfig, progress: bool = 
         BatchesStillRunning: ``batch_max_wait_s`` ran out with batches still running (their ids are kept;
             the next run resumes polling them).
     """
-    from .describe import _settings, describe_batch, tile_batches
+    from .describe import client_settings, describe_batch, tile_batches
 
     if not config.base_url:
         raise ValueError(
@@ -80,7 +80,7 @@ def fill_batches(data_dir: str | Path, config: DescribeConfig, progress: bool = 
         )
     data = Path(data_dir)
     prompts = load_prompt_set(config.prompts)
-    settings = _settings(config, data, config.base_url, prompts.version)
+    settings = client_settings(config, data, config.base_url, prompts.version)
     runner = BatchRunner(
         settings, data / STATE_DIR, poll_interval_s=config.batch_poll_s, max_wait_s=config.batch_max_wait_s
     )

@@ -81,13 +81,13 @@ class _SecondOpinions:
 
 def dry_run(data_dir: str | Path, config: DescribeConfig, progress: bool = True) -> Estimate:
     """The :class:`~pipeline.lmm.estimate.Estimate` of describing ``data_dir`` with ``config``."""
-    from .describe import _settings, compose_request, first_round, ground_tile, plan_batch, tile_batches
+    from .describe import client_settings, compose_request, first_round, ground_tile, plan_batch, tile_batches
 
     data = Path(data_dir)
     config.selection()
     prompts = load_prompt_set(config.prompts)
     policy = config.selection()
-    settings = _settings(config, data, config.base_url or DEFAULT_BASE_URL, prompts.version)
+    settings = client_settings(config, data, config.base_url or DEFAULT_BASE_URL, prompts.version)
     client = LMMClient(settings)  # keys, cache, profile and prices only: nothing is sent
     estimator = Estimator(settings, client.profile, client.prices, batch=config.batch)
     deferred = DeferredClient(
