@@ -18,7 +18,7 @@ from pipeline.sam.config import AutoMaskConfig
 from pipeline.sam.types import MaskPrediction
 from pipeline.tiling import Tile, tile_grid
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 DOTA_IMAGE = DATA / "dota" / "P1888.png"
 NEON_IMAGE = DATA / "neon" / "OSBS_029.tif"
 

@@ -17,7 +17,7 @@ from pipeline.sam.config import SamConfig
 from pipeline.sam.errors import CheckpointError, SamError
 from pipeline.sam.model import SAM_SPECS, sam_model_registry
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_registry_names_and_dimensions() -> None:
