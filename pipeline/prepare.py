@@ -98,12 +98,31 @@ def _reading_order(points: list[tuple[float, float]], height: int) -> list[int]:
     return sorted(range(len(points)), key=lambda i: (int(points[i][1] // band), points[i][0], points[i][1]))
 
 
+@dataclass
+class TileResult:
+    """What :func:`process_tile` makes of one tile's instances.
+
+    Attributes:
+        instances: ``instances.parquet`` rows (priors, RLE, mark, cluster id).
+        clusters: ``clusters.parquet`` rows.
+        marks: the numbered marks to draw on the set-of-marks image.
+        dropped: instances left out, by reason (``under_min_area``, ``under_min_visible_fraction``).
+        font_size: mark digit size in px (shrinks for small, crowded objects).
+    """
+
+    instances: list[dict[str, Any]]
+    clusters: list[dict[str, Any]]
+    marks: list[Mark]
+    dropped: Counter[str]
+    font_size: int
+
+
 def process_tile(
     tile: Tile,
     instances: list[TileInstance],
     config: PrepareConfig,
     gsd: float | None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Mark], Counter[str], int]:
+) -> TileResult:
     """Priors, clusters and marks for one tile's instances → instance rows, cluster rows, marks, drops."""
     w, h = tile.width, tile.height
     dropped: Counter[str] = Counter()
@@ -217,7 +236,7 @@ def process_tile(
                 **_sam_columns(inst),
             }
         )
-    return rows, cluster_rows, marks, dropped, font_size
+    return TileResult(rows, cluster_rows, marks, dropped, font_size)
 
 
 # The SAM and naming columns of an instance without SAM extras (what ``pipeline.sam.quality.instance_columns``
@@ -377,7 +396,10 @@ def _prepare_into(
     try:
         for (tile, nodata_fraction), rgb, instances in stream:
             bar.update()
-            rows, crows, marks, drops, font_size = process_tile(tile, instances, config, gsd)
+            result = process_tile(tile, instances, config, gsd)
+            rows, crows, marks, drops, font_size = (
+                result.instances, result.clusters, result.marks, result.dropped, result.font_size
+            )
             dropped.update(drops)
             tile_path = out / "tiles" / f"{tile.tile_id}.png"
             marks_path = out / "marks" / f"{tile.tile_id}.png"

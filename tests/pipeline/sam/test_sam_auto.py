@@ -114,7 +114,8 @@ def test_automatic_instances_go_through_prepare_rows(blobs_image: Path) -> None:
 
     source = _source(blobs_image, BlobMasker())
     tile = Tile("blobs", 0, 172, 128, 300)
-    rows, _, marks, _, _ = process_tile(tile, source.instances_in(tile), PrepareConfig(format="raster"), None)
+    result = process_tile(tile, source.instances_in(tile), PrepareConfig(format="raster"), None)
+    rows, marks = result.instances, result.marks
     assert [(r["instance_id"], r["category"], r["geometry_kind"], r["mask_source"]) for r in rows] == [
         (5, "object", "mask", "sam")
     ]

@@ -202,7 +202,8 @@ def test_refined_instances_go_through_prepare_rows(tiny_masker: SamMasker) -> No
 
     (tile, rgb, instances), = dota_tiles()
     refined = refine_with_boxes(rgb, instances, tiny_masker)
-    rows, _, marks, _, _ = process_tile(tile, refined, PrepareConfig(format="dota", min_area=0), 0.27)
+    result = process_tile(tile, refined, PrepareConfig(format="dota", min_area=0), 0.27)
+    rows = result.instances
     by_id = {r["instance_id"]: r for r in rows}
     for inst in refined:
         row = by_id[inst.instance_id]

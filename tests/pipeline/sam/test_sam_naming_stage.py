@@ -83,7 +83,7 @@ def test_every_naming_outcome_is_recorded(tmp_path: Path) -> None:
     calls = pq.read_table(tmp_path / "calls.parquet").to_pylist()
     assert len(calls) == 5 and [c["status"] for c in calls].count("error") == 1
     assert {c["tier"] for c in calls} == {"category"}
-    rows = [process_tile(t, source.instances_in(t), PrepareConfig(format="raster"), None)[0] for t in tiles]
+    rows = [process_tile(t, source.instances_in(t), PrepareConfig(format="raster"), None).instances for t in tiles]
     seen = set()
     for r in (r for tile_rows in rows for r in tile_rows):
         assert (r["category"], r["category_source"], r["category_flags"]) == EXPECTED[r["category_answer"]], r
