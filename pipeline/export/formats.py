@@ -126,22 +126,28 @@ class CocoWriter:
         cats = [{"id": i, "name": n, "supercategory": "object"} for n, i in self.categories.items()]
         info = json.dumps({"description": f"geopixeld {self.split}", "version": "1"})
         p1, p2 = self.out / f"instances_{self.split}.json", self.out / f"captions_{self.split}.json"
-        for path, body, tail in ((p1, parts[1], f', "categories": {json.dumps(cats)}}}'), (p2, parts[2], "}")):
-            tmp = path.with_name(path.name + ".partial")
-            with writing(tmp), tmp.open("w", encoding="utf-8") as fh:
-                fh.write(f'{{"info": {info}, "images": [')
-                _copy_array_body(parts[0], fh)
-                fh.write('], "annotations": [')
-                _copy_array_body(body, fh)
-                fh.write("]" + tail)
-            tmp.replace(path)
-        for part in parts:
-            part.unlink(missing_ok=True)
-        return [p1, p2]
+        return _write_coco_pair(parts, info, json.dumps(cats), p1, p2)
 
     def abort(self) -> None:
         for a in (self.images, self.anns, self.caps):
             a.abort()
+
+
+def _write_coco_pair(parts: list[Path], info: str, categories: str, instances: Path, captions: Path) -> list[Path]:
+    """The COCO instances and captions files from the streamed array parts ``[images, annotations,
+    captions]``: each written to a temporary name and renamed; the parts are removed."""
+    for path, body, tail in ((instances, parts[1], f', "categories": {categories}}}'), (captions, parts[2], "}")):
+        tmp = path.with_name(path.name + ".partial")
+        with writing(tmp), tmp.open("w", encoding="utf-8") as fh:
+            fh.write(f'{{"info": {info}, "images": [')
+            _copy_array_body(parts[0], fh)
+            fh.write('], "annotations": [')
+            _copy_array_body(body, fh)
+            fh.write("]" + tail)
+        tmp.replace(path)
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return [instances, captions]
 
 
 def write_coco(rows: Iterable[dict[str, Any]], split: str, out: Path) -> list[Path]:
@@ -392,18 +398,7 @@ class GlammGroundTruthWriter:
         cats = json.dumps([{"id": 1, "name": "object", "supercategory": "object"}])
         p1 = self.out / f"{self.split}_gcg_coco_mask_gt.json"
         p2 = self.out / f"{self.split}_gcg_coco_caption_gt.json"
-        for path, body, tail in ((p1, parts[1], f', "categories": {cats}}}'), (p2, parts[2], "}")):
-            tmp = path.with_name(path.name + ".partial")
-            with writing(tmp), tmp.open("w", encoding="utf-8") as fh:
-                fh.write(f'{{"info": {info}, "images": [')
-                _copy_array_body(parts[0], fh)
-                fh.write('], "annotations": [')
-                _copy_array_body(body, fh)
-                fh.write("]" + tail)
-            tmp.replace(path)
-        for part in parts:
-            part.unlink(missing_ok=True)
-        return [p1, p2]
+        return _write_coco_pair(parts, info, cats, p1, p2)
 
     def abort(self) -> None:
         for a in (self.images, self.anns, self.caps):
