@@ -1,0 +1,511 @@
+"""The review app's HTTP routes (pages, login, queue, samples, decisions, undo, users, reports), on one
+router that :func:`annotations.app.create_app` includes. Every handler reads its state from the request
+(``request.app.state.review``), never from a closure."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
+
+from . import auth
+from .app import (
+    DECISION_ACTIONS,
+    PUBLIC_DECISION,
+    STATIC_DIR,
+    BulkAcceptRequest,
+    DecisionRequest,
+    FixPayload,
+    LoginRequest,
+    PhraseDecisionRequest,
+    UserChange,
+    UserRequest,
+    _clean,
+    _clean_dict,
+    _ctx,
+    _double_stage,
+    _error,
+    _event_dict,
+    _get_sample,
+    _queue_filter,
+    _sample_payload,
+    client_address,
+    csrf_session,
+    current_session,
+    lead_csrf_session,
+    lead_session,
+)
+from .db import (
+    ROLES,
+    as_utc,
+    decisions,
+    events,
+    index_facets,
+    log_event,
+    sample_index,
+    users,
+    utcnow,
+)
+from .decisions import (
+    Conflict,
+    FixRejected,
+    build_fix,
+    bulk_accept,
+    record_decision,
+)
+from .double import AlreadyReviewed, agreement_report, record_review
+from .phrases import record_phrase_decision
+from .queue import QueueFilter
+from .undo import NothingToUndo, undo_last
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+def index(request: Request) -> Response:
+    if auth.get_session(_ctx(request).engine, request.cookies.get(auth.SESSION_COOKIE)) is None:
+        return RedirectResponse("/login", status_code=303)
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/login", include_in_schema=False)
+def login_page() -> Response:
+    return FileResponse(STATIC_DIR / "login.html", headers={"Cache-Control": "no-store"})
+
+
+@router.post("/api/login")
+def login(body: LoginRequest, request: Request) -> Response:
+    ctx = _ctx(request)
+    address = client_address(request)
+    wait = ctx.throttle.wait_s(address)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        response = _error(
+            429,
+            "throttled",
+            f"too many failed logins from here; try again in {seconds} s",
+            retry_after=seconds,
+        )
+        response.headers["Retry-After"] = str(seconds)
+        return response
+    if not auth.authenticate(ctx.engine, body.name, body.password):
+        ctx.throttle.failed(address)
+        return _error(401, "login", "wrong name or password")
+    ctx.throttle.succeeded(address)
+    token, session = auth.create_session(ctx.engine, body.name, ctx.session_ttl)
+    response = JSONResponse(
+        {"user": session.user, "csrf_token": session.csrf_token, "role": session.role}
+    )
+    response.set_cookie(
+        auth.SESSION_COOKIE,
+        token,
+        max_age=int(ctx.session_ttl.total_seconds()),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=ctx.secure_cookies,
+    )
+    return response
+
+
+@router.post("/api/logout")
+def logout(request: Request, session: auth.Session = Depends(csrf_session)) -> Response:
+    auth.end_session(_ctx(request).engine, request.cookies.get(auth.SESSION_COOKIE, ""), session.user)
+    response = JSONResponse({"ok": True})
+    response.delete_cookie(auth.SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/api/me")
+def me(session: auth.Session = Depends(current_session)) -> dict[str, Any]:
+    return {"user": session.user, "csrf_token": session.csrf_token, "role": session.role}
+
+
+@router.get("/api/queue/next")
+def queue_next(
+    request: Request,
+    after: str | None = Query(default=None, max_length=255),
+    where: QueueFilter = Depends(_queue_filter),
+    session: auth.Session = Depends(current_session),
+) -> dict[str, Any]:
+    # A GET that assigns: harmless to repeat, and SameSite=Strict keeps other sites from causing it.
+    tile_id = _ctx(request).queue.next_for(session.user, after, where)
+    return {"tile_id": tile_id}
+
+
+@router.get("/api/queue/peek")
+def queue_peek(
+    request: Request,
+    after: str | None = Query(default=None, max_length=255),
+    where: QueueFilter = Depends(_queue_filter),
+    session: auth.Session = Depends(current_session),
+) -> dict[str, Any]:
+    return {"tile_id": _ctx(request).queue.peek(session.user, after, where)}
+
+
+@router.get("/api/queue/summary")
+def queue_summary(
+    request: Request,
+    where: QueueFilter = Depends(_queue_filter),
+    session: auth.Session = Depends(current_session),
+) -> dict[str, Any]:
+    ctx = _ctx(request)
+    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    with ctx.engine.connect() as conn:
+        mine_today = conn.execute(
+            sa.select(sa.func.count()).where(
+                events.c.actor == session.user,
+                events.c.action.in_(DECISION_ACTIONS),
+                events.c.at >= today,
+            )
+        ).scalar_one()
+    return {
+        "total": ctx.queue.count(where),
+        "remaining": ctx.queue.remaining(where),
+        "in_progress": ctx.queue.count_in_progress(session.user),
+        "samples": len(ctx.store),
+        "today": int(mine_today),
+    }
+
+
+@router.get("/api/queue/facets")
+def queue_facets(request: Request, session: auth.Session = Depends(current_session)) -> dict[str, Any]:
+    out: dict[str, list[dict[str, Any]]] = {"flag_code": [], "category": []}
+    with _ctx(request).engine.connect() as conn:
+        for row in conn.execute(
+            sa.select(index_facets).order_by(index_facets.c.kind, index_facets.c.value)
+        ):
+            out.setdefault(row.kind, []).append({"value": row.value, "samples": int(row.samples)})
+    # Leads also see how many samples wait for adjudication (two reviewers disagreed).
+    adjudicate = _ctx(request).queue.remaining(QueueFilter(adjudicate=True)) if session.is_lead else None
+    return {"flag_codes": out["flag_code"], "categories": out["category"], "adjudicate": adjudicate}
+
+
+@router.get("/api/samples/{tile_id}")
+def get_sample(
+    tile_id: str, request: Request, session: auth.Session = Depends(current_session)
+) -> dict[str, Any]:
+    ctx = _ctx(request)
+    return _sample_payload(ctx, tile_id, _get_sample(ctx, tile_id), session.user, session.is_lead)
+
+
+@router.get("/api/samples/{tile_id}/image/{layer}")
+def get_image(
+    tile_id: str,
+    layer: Literal["tile", "marks"],
+    request: Request,
+    _: auth.Session = Depends(current_session),
+) -> Response:
+    path = _ctx(request).store.image_path(tile_id, layer)
+    if path is None:
+        raise HTTPException(status_code=404, detail="no such image")
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.post("/api/samples/{tile_id}/validate")
+def validate_draft(
+    tile_id: str, body: FixPayload, request: Request, _: auth.Session = Depends(csrf_session)
+) -> dict[str, Any]:
+    ctx = _ctx(request)
+    try:
+        fixed, flags = build_fix(
+            _get_sample(ctx, tile_id),
+            body.gcg_caption,
+            body.mask_refs,
+            ctx.validator,
+            new_masks=[m.model_dump() for m in body.new_masks],
+        )
+    except FixRejected as rejected:
+        return {"ok": False, "flags": rejected.flags}
+    return {"ok": True, "flags": flags, "caption": fixed["caption"]}
+
+
+@router.post("/api/samples/{tile_id}/decision")
+def decide(
+    tile_id: str, body: DecisionRequest, request: Request, session: auth.Session = Depends(csrf_session)
+) -> Response:
+    ctx = _ctx(request)
+    sample = _get_sample(ctx, tile_id)
+    fixed: dict[str, Any] | None = None
+    flags: list[Any] = []
+    if body.action == "fix":
+        if body.fix is None:
+            return _error(422, "fix", "a fix needs its edited caption and mask links")
+        try:
+            fixed, flags = build_fix(
+                sample,
+                body.fix.gcg_caption,
+                body.fix.mask_refs,
+                ctx.validator,
+                new_masks=[m.model_dump() for m in body.fix.new_masks],
+            )
+        except FixRejected as rejected:
+            return _error(422, "validation", "the fix does not validate", flags=rejected.flags)
+    stage = _double_stage(ctx, tile_id)
+    if stage == "adjudication" and not session.is_lead:
+        return _error(403, "adjudication", "its two reviewers disagreed: a lead decides this sample")
+    if stage == "review":
+        try:
+            result = record_review(
+                ctx.engine,
+                sample=sample,
+                actor=session.user,
+                action=body.action,
+                note=body.note,
+                fixed=fixed,
+            )
+        except AlreadyReviewed as exc:
+            return _error(409, "reviewed", str(exc))
+        except Conflict:
+            stage = "decided"  # decided meanwhile: the normal path reports the conflict
+        else:
+            decided = result["decision"]
+            public_decision = None if decided is None else {k: decided[k] for k in PUBLIC_DECISION}
+            body_out = {"decision": public_decision, "outcome": result["outcome"], "flags": flags}
+            return JSONResponse(_clean({**body_out, "reviews": result["reviews"]}))
+    try:
+        decision = record_decision(
+            ctx.engine,
+            sample=sample,
+            actor=session.user,
+            action=body.action,
+            base_revision=body.base_revision,
+            note=body.note,
+            fixed=fixed,
+            event_action=f"adjudicate_{body.action}" if stage == "adjudication" else None,
+        )
+    except Conflict as conflict:
+        current = conflict.current or {}
+        who = current.get("reviewer", "someone")
+        message = (
+            f"{who} saved this sample ({current.get('status', 'changed')}, revision "
+            f"{current.get('revision', 0)}) after you opened it; your decision was not applied."
+        )
+        public = {k: current.get(k) for k in ("status", "reviewer", "decided_at", "revision", "note")}
+        return _error(409, "conflict", message, current=public)
+    public = {k: decision[k] for k in ("status", "reviewer", "decided_at", "revision", "note")}
+    return JSONResponse(_clean({"decision": public, "flags": flags}))
+
+
+@router.post("/api/samples/{tile_id}/phrases/{phrase}/decision")
+def decide_phrase(
+    tile_id: str,
+    phrase: int,
+    body: PhraseDecisionRequest,
+    request: Request,
+    session: auth.Session = Depends(csrf_session),
+) -> Response:
+    ctx = _ctx(request)
+    sample = _get_sample(ctx, tile_id)
+    if _double_stage(ctx, tile_id) in ("review", "adjudication"):
+        return _error(409, "double_review", "samples reviewed by two annotators are decided as a whole")
+    try:
+        result = record_phrase_decision(
+            ctx.engine,
+            sample=sample,
+            actor=session.user,
+            phrase=phrase,
+            action=body.action,
+            base_revision=body.base_revision,
+            text=body.text,
+            validator=ctx.validator,
+        )
+    except ValueError as exc:
+        return _error(422, "phrase", str(exc))
+    except FixRejected as rejected:
+        return _error(422, "validation", "the phrase decision does not validate", flags=rejected.flags)
+    except Conflict as conflict:
+        current = conflict.current or {}
+        message = (
+            f"{current.get('reviewer', 'someone')} decided this sample ({current.get('status', 'changed')}) "
+            "after you opened it; phrase decisions apply only to undecided samples."
+        )
+        public = {k: current.get(k) for k in ("status", "reviewer", "decided_at", "revision", "note")}
+        return _error(409, "conflict", message, current=public)
+    decision = result["decision"]
+    public_decision = (
+        None
+        if decision is None
+        else {k: decision[k] for k in ("status", "reviewer", "decided_at", "revision", "note")}
+    )
+    return JSONResponse(
+        _clean(
+            {
+                "phrase_decisions": {str(k): v for k, v in sorted(result["phrases"].items())},
+                "decision": public_decision,
+                "flags": result["flags"],
+            }
+        )
+    )
+
+
+@router.post("/api/undo")
+def undo(request: Request, session: auth.Session = Depends(csrf_session)) -> Response:
+    ctx = _ctx(request)
+    try:
+        result = undo_last(ctx.engine, session.user, ctx.store.get, ctx.validator)
+    except NothingToUndo:
+        return _error(404, "undo", "nothing of yours to undo")
+    except Conflict as conflict:
+        who = (conflict.current or {}).get("reviewer", "someone")
+        return _error(409, "conflict", f"{who} changed that sample since; it cannot be undone")
+    return JSONResponse(_clean(result))
+
+
+@router.post("/api/bulk-accept")
+def bulk(
+    body: BulkAcceptRequest, request: Request, session: auth.Session = Depends(lead_csrf_session)
+) -> Any:
+    ctx = _ctx(request)
+    si = sample_index
+    query = (
+        sa.select(si.c.tile_id)
+        .outerjoin(decisions, decisions.c.tile_id == si.c.tile_id)
+        .where(si.c.max_severity.in_(body.severities), decisions.c.tile_id.is_(None))
+        .order_by(si.c.tile_id)
+    )
+    if body.flag_code is not None:
+        query = query.where(si.c.flag_codes.contains(f"|{body.flag_code}|", autoescape=True))
+    if body.queued_only:
+        query = query.where(si.c.position.is_not(None))
+    if body.dry_run:
+        with ctx.engine.connect() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+            sample_ids = list(conn.execute(query.limit(50)).scalars())
+        return {"dry_run": True, "count": int(count), "tile_ids": sample_ids}
+    accepted: list[str] = []
+    n_accepted = 0
+    cursor = ""
+    while True:  # page by tile id: memory stays bounded by one page
+        with ctx.engine.connect() as conn:
+            page = list(conn.execute(query.where(si.c.tile_id > cursor).limit(2000)).scalars())
+        if not page:
+            break
+        cursor = page[-1]
+        done = bulk_accept(ctx.engine, page, actor=session.user, lease_cutoff=ctx.queue.lease_cutoff())
+        n_accepted += len(done)
+        accepted.extend(done[: max(0, 50 - len(accepted))])
+    return {"dry_run": False, "count": n_accepted, "tile_ids": accepted}
+
+
+@router.get("/api/users")
+def list_users(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
+    with _ctx(request).engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(users.c.name, users.c.role, users.c.active, users.c.created_at).order_by(
+                users.c.name
+            )
+        ).all()
+    return {
+        "users": [
+            {"name": r.name, "role": r.role, "active": bool(r.active), "created_at": as_utc(r.created_at)}
+            for r in rows
+        ],
+        "roles": list(ROLES),
+    }
+
+
+@router.post("/api/users")
+def create_user(
+    body: UserRequest, request: Request, session: auth.Session = Depends(lead_csrf_session)
+) -> Any:
+    try:
+        auth.add_user(_ctx(request).engine, body.name, body.password, actor=session.user, role=body.role)
+    except ValueError as exc:
+        return _error(422, "user", str(exc))
+    return {"name": body.name, "role": body.role}
+
+
+@router.post("/api/users/{name}")
+def change_user(
+    name: str, body: UserChange, request: Request, session: auth.Session = Depends(lead_csrf_session)
+) -> Any:
+    values: dict[str, Any] = {}
+    if body.role is not None:
+        values["role"] = body.role
+    if body.active is not None:
+        values["active"] = body.active
+    if name == session.user and (body.active is False or body.role == "annotator"):
+        return _error(422, "user", "leads cannot demote or deactivate themselves")
+    with _ctx(request).engine.begin() as conn:
+        if (
+            not values
+            or conn.execute(sa.update(users).where(users.c.name == name).values(**values)).rowcount == 0
+        ):
+            return _error(404, "user", f"no user {name!r}" if values else "nothing to change")
+        log_event(conn, actor=session.user, action="change_user", after={"user": name, **values})
+    return {"name": name, **values}
+
+
+@router.get("/api/report")
+def report(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
+    return _clean_dict(agreement_report(_ctx(request).engine))
+
+
+@router.get("/api/stats")
+def stats(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
+    engine = _ctx(request).engine
+    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    counted = (*DECISION_ACTIONS, "conflict", "undo")
+    per: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for actor, action, n in conn.execute(
+            sa.select(events.c.actor, events.c.action, sa.func.count())
+            .where(events.c.action.in_(counted))
+            .group_by(events.c.actor, events.c.action)
+        ):
+            per.setdefault(actor, dict.fromkeys(counted, 0))[action] = n
+        for actor, n in conn.execute(
+            sa.select(events.c.actor, sa.func.count())
+            .where(events.c.action.in_(DECISION_ACTIONS), events.c.at >= today)
+            .group_by(events.c.actor)
+        ):
+            per.setdefault(actor, dict.fromkeys(counted, 0))["today"] = n
+        by_status: dict[str, int] = {
+            str(status): int(n)
+            for status, n in conn.execute(
+                sa.select(decisions.c.status, sa.func.count()).group_by(decisions.c.status)
+            )
+        }
+    annotators = [{"name": name, **{"today": 0, **counts}} for name, counts in sorted(per.items())]
+    return {"annotators": annotators, "decisions": by_status}
+
+
+@router.get("/api/events")
+def list_events(
+    request: Request,
+    tile_id: str | None = Query(default=None, max_length=255),
+    limit: int = Query(default=100, ge=1, le=1000),
+    session: auth.Session = Depends(current_session),
+) -> dict[str, Any]:
+    query = sa.select(events).order_by(events.c.id.desc()).limit(limit)
+    if tile_id is not None:
+        query = query.where(events.c.tile_id == tile_id)
+        if not session.is_lead and _double_stage(_ctx(request), tile_id) in ("review", "adjudication"):
+            query = query.where(events.c.actor == session.user)  # blind: not the other reviewer's
+    elif not session.is_lead:
+        query = query.where(events.c.actor == session.user)
+    with _ctx(request).engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return _clean_dict({"events": [_event_dict(row) for row in rows]})
+
+
+@router.get("/api/events/export")
+def export_event_log(request: Request, _: auth.Session = Depends(lead_session)) -> Response:
+    engine = _ctx(request).engine
+
+    def lines() -> Iterator[bytes]:
+        with engine.connect() as conn:
+            for row in conn.execute(sa.select(events).order_by(events.c.id)):
+                yield (json.dumps(_clean(_event_dict(row)), ensure_ascii=False) + "\n").encode()
+
+    return StreamingResponse(
+        lines(),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": 'attachment; filename="review-events.jsonl"'},
+    )
