@@ -150,24 +150,6 @@ def plot_flags_per_code(flags: list[dict[str, Any]], png: Path) -> Path | None:
 # -- summary ------------------------------------------------------------------------------------------
 
 
-def fidelity_rows(fid: Mapping[str, Any]) -> list[list[Any]]:
-    """Rows ``[figure, ours, GeoPixelD's]`` of a describe fidelity report (:mod:`pipeline.fidelity`)."""
-    from pipeline.fidelity import GEOPIXELD
-
-    def fmt(v: Any, spec: str) -> str:
-        return "n/a" if v is None else spec.format(v)
-
-    spec = [
-        ("caption characters (mean)", "caption_chars_mean", "{:.0f}"),
-        ("grounded phrases per tile", "phrases_per_tile", "{:.2f}"),
-        ("objects grounded per tile", "objects_per_tile", "{:.1f}"),
-        ("instance : group phrases", "instance_group_ratio", "{:.2f}"),
-        ("LMM calls per tile", "calls_per_tile", "{:.2f}"),
-        ("eligible instances grounded", "grounded_share", "{:.1%}"),
-    ]
-    return [[label, fmt(fid.get(k), f), fmt(GEOPIXELD.get(k), f)] for label, k, f in spec]
-
-
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
@@ -237,6 +219,8 @@ def summary_markdown(run: Mapping[str, Any], images: Mapping[str, str] | None = 
     fid = desc.get("fidelity") or {}
     if fid:
         lines += ["", f"## GeoPixelD fidelity (policy `{desc.get('policy', '?')}`)", ""]
+        from pipeline.fidelity import rows as fidelity_rows
+
         lines += _table(["", "this dataset", "GeoPixelD"], fidelity_rows(fid))
 
     lmm = desc.get("lmm") or {}

@@ -18,21 +18,11 @@ from typing import Any
 
 from .config import PrepareConfig
 from .describe import DescribeConfig, describe
-from .fidelity import GEOPIXELD
+from .fidelity import rows
 from .prepare import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "tests" / "data" / "isaid"
-_KEYS = (
-    ("caption chars (mean)", "caption_chars_mean", "{:.0f}"),
-    ("phrases / tile", "phrases_per_tile", "{:.2f}"),
-    ("objects grounded / tile", "objects_per_tile", "{:.1f}"),
-    ("instance phrases / tile", "instance_per_tile", "{:.2f}"),
-    ("group phrases / tile", "group_per_tile", "{:.2f}"),
-    ("LMM calls / tile", "calls_per_tile", "{:.2f}"),
-    ("eligible grounded", "grounded_share", "{:.1%}"),
-)
-
 
 def run_bench(source: Path = SAMPLES) -> dict[str, Any]:
     """Fidelity of both policies on ``source`` (iSAID layout); returns the figures per policy."""
@@ -48,11 +38,8 @@ def run_bench(source: Path = SAMPLES) -> dict[str, Any]:
             out[policy] = {**summary.fidelity, "describe_s": time.perf_counter() - start}
     print(f"describe fidelity on {source} ({out['geopixeld']['tiles']} tiles, offline describer)")
     print(f"  {'':26s} {'geopixeld':>10s} {'all-instances':>14s} {'GeoPixelD':>10s}")
-    for label, key, fmt in _KEYS:
-        cells = [out["geopixeld"].get(key), out["all-instances"].get(key), GEOPIXELD.get(key)]
-        print(f"  {label:26s} " + " ".join(
-            f"{fmt.format(v) if v is not None else 'n/a':>{w}s}" for v, w in zip(cells, (10, 14, 10), strict=True)
-        ))
+    for label, ours, dense, ref in rows(out["geopixeld"], out["all-instances"]):
+        print(f"  {label:26s} {ours:>10s} {dense:>14s} {ref:>10s}")
     ratio = out["all-instances"]["calls_per_tile"] / max(out["geopixeld"]["calls_per_tile"], 1e-9)
     print(f"  LMM calls per tile, all-instances / geopixeld: {ratio:.1f}×")
     return {"ratio_calls_all_over_geopixeld": ratio, **{f"{p}_{k}": v for p, d in out.items()

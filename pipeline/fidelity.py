@@ -77,16 +77,29 @@ def measure(data_dir: str | Path, batch_rows: int = 1024) -> dict[str, Any]:
     }
 
 
-_ROWS = (
+#: The figures shown wherever fidelity is reported (describe's summary, the run report, ``make bench``):
+#: ``(label, key, format)``.
+ROWS = (
     ("caption characters (mean)", "caption_chars_mean", "{:.0f}"),
-    ("grounded phrases / tile", "phrases_per_tile", "{:.2f}"),
-    ("objects grounded / tile", "objects_per_tile", "{:.1f}"),
-    ("instance phrases / tile", "instance_per_tile", "{:.2f}"),
-    ("group phrases / tile", "group_per_tile", "{:.2f}"),
-    ("instance : group", "instance_group_ratio", "{:.2f}"),
-    ("LMM calls / tile", "calls_per_tile", "{:.2f}"),
+    ("grounded phrases per tile", "phrases_per_tile", "{:.2f}"),
+    ("objects grounded per tile", "objects_per_tile", "{:.1f}"),
+    ("instance phrases per tile", "instance_per_tile", "{:.2f}"),
+    ("group phrases per tile", "group_per_tile", "{:.2f}"),
+    ("instance : group phrases", "instance_group_ratio", "{:.2f}"),
+    ("LMM calls per tile", "calls_per_tile", "{:.2f}"),
     ("eligible instances grounded", "grounded_share", "{:.1%}"),
 )
+
+
+def formatted(value: float | None, spec: str) -> str:
+    """One figure for display; ``n/a`` when it cannot be computed."""
+    return "n/a" if value is None else spec.format(value)
+
+
+def rows(*reports: dict[str, Any]) -> list[list[str]]:
+    """``[label, figure of each report..., GeoPixelD's]`` for every row of :data:`ROWS`."""
+    return [[label, *(formatted(r.get(key), spec) for r in reports), formatted(GEOPIXELD.get(key), spec)]
+            for label, key, spec in ROWS]
 
 
 def report_text(report: dict[str, Any]) -> str:
@@ -94,17 +107,11 @@ def report_text(report: dict[str, Any]) -> str:
     if not report:
         return ""
     lines = [f"  fidelity over {report['tiles']} tiles          ours    GeoPixelD"]
-    for label, key, fmt in _ROWS:
-        ours = report.get(key)
-        ref = GEOPIXELD.get(key)
-        lines.append(
-            f"    {label:<30s} {fmt.format(ours) if ours is not None else 'n/a':>8s}"
-            f"   {fmt.format(ref) if ref is not None else 'n/a':>8s}"
-        )
+    lines += [f"    {label:<30s} {ours:>8s}   {ref:>8s}" for label, ours, ref in rows(report)]
     tiers = ", ".join(f"{k} {v:.2f}" for k, v in report.get("calls_by_tier", {}).items())
     if tiers:
         lines.append(f"    calls per tile by tier: {tiers}")
     return "\n".join(lines)
 
 
-__all__ = ["GEOPIXELD", "measure", "report_text"]
+__all__ = ["GEOPIXELD", "ROWS", "formatted", "measure", "report_text", "rows"]
