@@ -65,10 +65,14 @@ def _lower_first(text: str) -> str:
 
 @dataclass
 class Assembled:
+    """A joined caption; ``sentences`` are its marked-up sentences, in order, each with its grounding
+    (``None`` for holistic sentences), as the compose step receives them."""
+
     gcg_caption: str
     caption: str
     phrases: list[dict[str, Any]]
     masks: list[dict[str, Any]]
+    sentences: list[tuple[str, Grounding | None]] = field(default_factory=list)
 
 
 def assemble(sentences: list[GroundedSentence], naming: str = "indexed") -> Assembled:
@@ -77,12 +81,14 @@ def assemble(sentences: list[GroundedSentence], naming: str = "indexed") -> Asse
         raise ValueError(f"phrase naming must be one of {PHRASE_NAMING}")
     texts: list[str] = []
     groundings: list[Grounding] = []
+    kept: list[tuple[str, Grounding | None]] = []
     for s in sentences:
         text, _ = ground_sentence(s, naming)
         text = " ".join(text.split())
         if not text:
             continue
         texts.append(text)
+        kept.append((text, s.grounding))
         if s.grounding is not None:
             groundings.append(s.grounding)
     text_gcg = " ".join(texts)
@@ -94,7 +100,7 @@ def assemble(sentences: list[GroundedSentence], naming: str = "indexed") -> Asse
         {"text": p, "start": a, "end": b, "instance_ids": g.instance_ids, "category": g.category, "kind": g.kind}
         for (p, a, b), g in zip(spans, groundings, strict=True)
     ]
-    return Assembled(text_gcg, caption, phrases, [g.mask for g in groundings])
+    return Assembled(text_gcg, caption, phrases, [g.mask for g in groundings], kept)
 
 
 strip_markup = gcg.strip_markup

@@ -145,20 +145,9 @@ def ground_tile(
              "instance_ids": ids}
         )
     out = assemble(sentences, config.phrase_naming)
-    compose_input = []
-    for x in sentences:
-        text, _ = _grounded_text(x, config.phrase_naming)
-        compose_input.append(
-            {"text": text, "category": x.grounding.category if x.grounding else None,
-             "kind": x.grounding.kind if x.grounding else "holistic"}
-        )
+    compose_input = [
+        {"text": text, "category": g.category if g else None, "kind": g.kind if g else "holistic"}
+        for text, g in out.sentences
+    ]
     return Draft(out, flags, holistic_text, compose_input)
-
-
-
-def _grounded_text(s: GroundedSentence, naming: str) -> tuple[str, bool]:
-    from ..grounding import ground_sentence
-
-    text, named = ground_sentence(s, naming)
-    return " ".join(text.split()), named
 
