@@ -640,8 +640,6 @@ def prepare(
     else:
         # fork where available: workers start at once with everything this process has imported
         methods = multiprocessing.get_all_start_methods()
-        if "fork" in methods and config.format != "raster":
-            priors.load_tie_breaker()  # imported once here, shared by the workers, not once in each
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {pool.submit(prepare_image, it, config, out, resume, False, threads): it for it in items}

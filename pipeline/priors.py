@@ -113,7 +113,8 @@ def _hull(points: np.ndarray) -> np.ndarray | None:
     """Convex hull vertices of integer-valued points, counter-clockwise in (x, y), without collinear points.
 
     The same vertices in the same cyclic order as Qhull's (``scipy.spatial.ConvexHull(points).vertices``),
-    possibly starting at another vertex; ``None`` when the points are collinear.
+    possibly starting at another vertex (which changes no result of the calipers: ties are settled by
+    value); ``None`` when the points are collinear.
     """
     if len(points) < 3:
         return None
@@ -123,41 +124,22 @@ def _hull(points: np.ndarray) -> np.ndarray | None:
     return hull
 
 
-def load_tie_breaker() -> None:
-    """Import Qhull (SciPy's spatial module, ~0.25 s) now: labelled images nearly always have a few ties."""
-    import scipy.spatial  # noqa: F401
-
-
-def _qhull(points: np.ndarray) -> np.ndarray | None:
-    from scipy.spatial import ConvexHull, QhullError
-
-    try:
-        return points[ConvexHull(points).vertices]
-    except (QhullError, ValueError):
-        return None
-
-
 def min_area_rect(points: np.ndarray) -> tuple[float, float, float] | None:
     """Sides and long-side angle of the minimum-area rectangle around ``points`` (N×2, x right, y down).
 
     Rotating calipers over the convex hull's edges: the best rectangle has a side on one of them.
     Returns ``(long_side, short_side, angle_deg)`` or ``None`` for degenerate (collinear) input.
 
-    The hull comes from OpenCV. Only when several edges give exactly the same smallest area with different
-    results (symmetric shapes: a rectangle's sides, where angles can differ in the last bit) is Qhull asked
-    for its vertex order, which decides the tie as it always has.
+    When several edges give exactly the same smallest area with different results (symmetric shapes: a
+    square's two sides, or a rectangle's, where angles can differ in the last bit), the smallest
+    ``(long, short, angle)`` is taken: the answer depends on the shape alone, not on where the hull
+    algorithm happens to start its vertex list.
     """
     hull = _hull(points)
-    if hull is None:
-        return None
-    result = _calipers(hull)
-    if result is None:
-        hull = _qhull(points)
-        result = _calipers(hull, ties_ok=True) if hull is not None else None
-    return result
+    return _calipers(hull) if hull is not None else None
 
 
-def _calipers(hull: np.ndarray, ties_ok: bool = False) -> tuple[float, float, float] | None:
+def _calipers(hull: np.ndarray) -> tuple[float, float, float]:
     edges = np.concatenate([hull[1:], hull[:1]]) - hull  # each vertex to the next (np.roll, cheaper)
     angles = np.arctan2(edges[:, 1], edges[:, 0])
     cos, sin = np.cos(angles), np.sin(angles)
@@ -167,11 +149,8 @@ def _calipers(hull: np.ndarray, ties_ok: bool = False) -> tuple[float, float, fl
     du = u.max(axis=1) - u.min(axis=1)
     dv = v.max(axis=1) - v.min(axis=1)
     area = du * dv
-    best = int(np.argmin(area))
-    results = {_rect(float(du[k]), float(dv[k]), float(angles[k])) for k in np.flatnonzero(area == area[best])}
-    if len(results) > 1 and not ties_ok:
-        return None  # the pick depends on where the hull starts: let Qhull's order decide
-    return _rect(float(du[best]), float(dv[best]), float(angles[best]))
+    tied = np.flatnonzero(area == area.min())
+    return min(_rect(float(du[k]), float(dv[k]), float(angles[k])) for k in tied)
 
 
 def _rect(a: float, b: float, edge_angle: float) -> tuple[float, float, float]:
@@ -192,11 +171,11 @@ def _row_extreme_corners(arr: np.ndarray) -> np.ndarray:
     return np.stack([xs, ys], axis=1).astype(np.float64)
 
 
-def _calipers_many(hulls: list[np.ndarray]) -> list[tuple[float, float, float] | None]:
+def _calipers_many(hulls: list[np.ndarray]) -> list[tuple[float, float, float]]:
     """``_calipers`` of many hulls in one set of array operations (hulls padded to the longest).
 
     Each edge's numbers are computed by the same elementwise operations as in ``_calipers``, so the
-    results are the same bit for bit; ``None`` where edges tie with different results.
+    results are the same bit for bit, ties settled the same way (the smallest result).
     """
     if not hulls:
         return []
@@ -221,16 +200,14 @@ def _calipers_many(hulls: list[np.ndarray]) -> list[tuple[float, float, float] |
     area = np.where(valid, du * dv, np.inf)
     best = area.argmin(axis=1)
     ties = ((area == area[np.arange(n), best][:, None]) & valid).sum(axis=1) > 1
-    out: list[tuple[float, float, float] | None] = []
+    out: list[tuple[float, float, float]] = []
     for i in range(n):
         k = int(best[i])
         if ties[i]:
             tied = np.flatnonzero((area[i] == area[i, k]) & valid[i])
-            results = {_rect(float(du[i, t]), float(dv[i, t]), float(angles[i, t])) for t in tied}
-            if len(results) > 1:
-                out.append(None)
-                continue
-        out.append(_rect(float(du[i, k]), float(dv[i, k]), float(angles[i, k])))
+            out.append(min(_rect(float(du[i, t]), float(dv[i, t]), float(angles[i, t])) for t in tied))
+        else:
+            out.append(_rect(float(du[i, k]), float(dv[i, k]), float(angles[i, k])))
     return out
 
 
@@ -261,9 +238,7 @@ def measure_all(masks: Sequence[LocalMask]) -> list[Shape]:
             shapes.append(Shape(float(m.x0), float(m.y0), 0.0, 0.0, None))
             continue
         rect = rects[k] if k >= 0 else None
-        if rect is None:  # a tie (or a degenerate hull): decide exactly as on the full boundary
-            rect = min_area_rect(_boundary_points(m.array))
-        if rect is None:
+        if rect is None:  # a degenerate hull (cannot happen for pixel corners; kept as a guard)
             arr = m.array
             shapes.append(Shape(c[0], c[1], float(max(arr.shape)), float(min(arr.shape)), None))
         else:
@@ -275,8 +250,8 @@ def measure(mask: LocalMask) -> Shape:
     """Centroid, minimum-area rectangle sides and orientation of a mask (pixel edges, not centres).
 
     The centroid is the mean pixel position (sums of integer coordinates are exact, so this equals
-    ``np.nonzero(...).mean()``); the rectangle comes from the hull of each row's end pixels, with ties of
-    the calipers settled on all boundary corners as ``min_area_rect`` does.
+    ``np.nonzero(...).mean()``); the rectangle comes from the hull of each row's end pixels, which is the
+    hull of all boundary corners, so it equals ``min_area_rect(_boundary_points(...))``.
     """
     arr = mask.array
     n = int(np.count_nonzero(arr))
@@ -289,9 +264,7 @@ def measure(mask: LocalMask) -> Shape:
     cy = float(mask.y0 + sy / n + 0.5)
     hull = _hull(_row_extreme_corners(arr))
     rect = _calipers(hull) if hull is not None else None
-    if rect is None:  # a tie (or a degenerate hull): decide exactly as on the full boundary
-        rect = min_area_rect(_boundary_points(arr))
-    if rect is None:
+    if rect is None:  # a degenerate hull (cannot happen for pixel corners; kept as a guard)
         return Shape(cx, cy, float(max(arr.shape)), float(min(arr.shape)), None)
     length, width, angle = rect
     return Shape(cx, cy, length, width, angle)

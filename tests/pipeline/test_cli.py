@@ -66,5 +66,4 @@ def test_help_and_prepare_load_only_what_they_use(tmp_path: Path, data_dir: Path
     assert raster == {"pipeline.config"}  # no SciPy, pandas, boto3, SAM or release code
     isaid = _loaded(["prepare", str(data_dir / "isaid"), "--format", "isaid", "--out", str(tmp_path / "i"),
                      "--no-progress", "--workers", "1"])
-    # Qhull settles the rare exact ties of the rotating calipers, so SciPy's spatial module may load.
-    assert isaid - {"scipy", "scipy.spatial"} == {"pipeline.config"}
+    assert isaid == {"pipeline.config"}  # no SciPy either: ties of the calipers are settled by value
