@@ -7,8 +7,11 @@ list and inspect releases, pull them with checksum verification, and load them f
     splits = load("geopixeld-isaid", "1.2.0", store="s3://bucket/releases")
     table = splits["train"].to_table(columns=["id", "caption"])
 
-Modules: :mod:`~pipeline.release.store` (store URIs and layout), :mod:`~pipeline.release.manifest`
-(export scan, checksums, ``manifest.json``), :mod:`~pipeline.release.croissant` (``croissant.json``),
+Modules: :mod:`~pipeline.release.store` (store URIs and layout), :mod:`~pipeline.release.scan` (export
+scan, with :mod:`~pipeline.release.export_stats`), :mod:`~pipeline.release.layout` (shard and generated
+paths), :mod:`~pipeline.release.checksums` (file and row sha256), :mod:`~pipeline.release.sample_index`
+(``meta/samples.parquet``), :mod:`~pipeline.release.manifest` (``manifest.json``, with
+:mod:`~pipeline.release.provenance`), :mod:`~pipeline.release.croissant` (``croissant.json``),
 :mod:`~pipeline.release.changelog` (diffs and the SemVer rule), :mod:`~pipeline.release.publish`,
 :mod:`~pipeline.release.pull` and :mod:`~pipeline.release.cli` (``geopixeld release ...``).
 """

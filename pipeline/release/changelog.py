@@ -2,7 +2,7 @@
 
 Two releases of one dataset name are compared sample by sample: samples are keyed by the parquet ``id``
 column and each sample carries a *content hash*, the sha256 of every other column of its row (see
-:func:`pipeline.release.manifest.row_hashes`) together with the split it belongs to. Files that are not
+:func:`pipeline.release.checksums.row_hashes`) together with the split it belongs to. Files that are not
 sample parquet shards (the dataset card, ``export.json``, COCO / GeoPixel / GLaMM side files) are compared
 by their sha256.
 
@@ -161,7 +161,7 @@ def diff_indexes(
 
     Args:
         previous / current: sample indexes with string columns ``id``, ``split``, ``content_sha256``
-            (``meta/samples.parquet`` of a release, see :func:`pipeline.release.manifest.build_sample_index`).
+            (``meta/samples.parquet`` of a release, see :func:`pipeline.release.sample_index.build_sample_index`).
         previous_columns / current_columns: parquet schema as ``{column: arrow type string}``.
         previous_files / current_files: ``{relative path: sha256}`` of the non-sample files to compare.
     """

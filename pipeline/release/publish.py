@@ -50,19 +50,12 @@ from pipeline.release.changelog import (
     prepend_entry,
     render_entry,
 )
+from pipeline.release.checksums import copy_with_sha256, file_sha256
 from pipeline.release.croissant import build_croissant, card_front_matter, card_summary
 from pipeline.release.errors import ReleaseExistsError
-from pipeline.release.manifest import (
-    GENERATED_PATHS,
-    SAMPLE_INDEX_PATH,
-    ExportScan,
-    FileEntry,
-    Manifest,
-    build_manifest,
-    copy_with_sha256,
-    file_sha256,
-    scan_export,
-)
+from pipeline.release.layout import GENERATED_PATHS, SAMPLE_INDEX_PATH
+from pipeline.release.manifest import FileEntry, Manifest, build_manifest
+from pipeline.release.scan import ExportScan, scan_export
 from pipeline.release.store import CLAIM_NAME, MANIFEST_NAME, Store, validate_name
 
 CARD_PATH = "README.md"
@@ -213,7 +206,9 @@ def stage_release(
             cite_as=cite_as or _optional_str(scan.export_meta.get("citation")),
         )
         entries.append(_write(directory, CROISSANT_PATH, _json_bytes(doc), None))
-        entries += _stac(plan, directory, description or _description(plan, card), license or _license(scan, card))
+        entries += _stac(
+            plan, directory, description or _description(plan, card), license or _license(scan, card)
+        )
         manifest = _manifest(plan, entries)
         (directory / MANIFEST_NAME).write_bytes(manifest.to_json())
     except BaseException:
@@ -326,8 +321,11 @@ def _diff_against(store: Store, name: str, previous: Version, scan: ExportScan) 
         if e.path not in shard_paths and e.path not in GENERATED_PATHS and not e.path.startswith(STAC_PREFIX)
     }
     new_shards = {p for paths in scan.shards.values() for p in paths}
-    new_files = {rel: file_sha256(scan.root / rel)[0] for rel in scan.files
-                 if rel not in new_shards and not rel.startswith(STAC_PREFIX)}
+    new_files = {
+        rel: file_sha256(scan.root / rel).sha256
+        for rel in scan.files
+        if rel not in new_shards and not rel.startswith(STAC_PREFIX)
+    }
     return diff_indexes(
         old_index,
         scan.index,
@@ -339,17 +337,17 @@ def _diff_against(store: Store, name: str, previous: Version, scan: ExportScan) 
 
 
 def _copy(scan: ExportScan, rel: str, directory: Path) -> FileEntry:
-    sha, size = copy_with_sha256(scan.root / rel, directory / rel)
+    digest = copy_with_sha256(scan.root / rel, directory / rel)
     rows = pq.read_metadata(directory / rel).num_rows if rel.endswith(".parquet") else None
-    return FileEntry(path=rel, sha256=sha, bytes=size, rows=rows, split=scan.split_of(rel))
+    return FileEntry(path=rel, sha256=digest.sha256, bytes=digest.bytes, rows=rows, split=scan.split_of(rel))
 
 
 def _write(directory: Path, rel: str, data: bytes, split: str | None, rows: int | None = None) -> FileEntry:
     path = directory / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    sha, size = file_sha256(path)
-    return FileEntry(path=rel, sha256=sha, bytes=size, rows=rows, split=split)
+    digest = file_sha256(path)
+    return FileEntry(path=rel, sha256=digest.sha256, bytes=digest.bytes, rows=rows, split=split)
 
 
 def _manifest(plan: PublishPlan, entries: list[FileEntry]) -> Manifest:
@@ -403,13 +401,23 @@ def _stac(plan: PublishPlan, directory: Path, description: str, license: str) ->
     from pipeline.geo.stac import write_stac
 
     try:
-        written = write_stac(directory, directory, name=plan.name, version=str(plan.version), created=plan.created,
-                             description=description, license=license)
+        written = write_stac(
+            directory,
+            directory,
+            name=plan.name,
+            version=str(plan.version),
+            created=plan.created,
+            description=description,
+            license=license,
+        )
     except GeoError as exc:
         warnings.warn(f"release {plan.name}=={plan.version} carries no STAC metadata: {exc}", stacklevel=2)
         return []
-    return [FileEntry(path=rel, sha256=sha, bytes=size) for rel in written
-            for sha, size in [file_sha256(directory / rel)]]
+    return [
+        FileEntry(path=rel, sha256=digest.sha256, bytes=digest.bytes)
+        for rel in written
+        for digest in [file_sha256(directory / rel)]
+    ]
 
 
 def _json_bytes(data: Any) -> bytes:

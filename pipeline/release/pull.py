@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow.dataset as ds
 
 from pipeline.release.changelog import Version
+from pipeline.release.checksums import file_sha256
 from pipeline.release.errors import CacheConflictError, ChecksumError, InvalidSpecError, ReleaseError
-from pipeline.release.manifest import FileEntry, Manifest, file_sha256
+from pipeline.release.manifest import FileEntry, Manifest
 from pipeline.release.store import MANIFEST_NAME, STORE_ENV, Store, validate_name
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ def pull(
     try:
         for done, entry in enumerate(manifest.files, start=1):
             local = partial / entry.path
-            if local.exists() and file_sha256(local) == (entry.sha256, entry.bytes):
+            if local.exists() and file_sha256(local) == entry.digest():
                 result.reused.append(entry.path)
             else:
                 _download(
@@ -259,10 +260,13 @@ def load(
     from pipeline.geo.frames import ReleaseData
 
     result = pull(f"{name}=={version}", store, cache_dir or default_cache_dir(), store_options=store_options)
-    return ReleaseData({
-        split: ds.dataset([str(result.path / p) for p in paths], format="parquet")
-        for split, paths in sorted(result.manifest.parquet_by_split().items())
-    }, result.path)
+    return ReleaseData(
+        {
+            split: ds.dataset([str(result.path / p) for p in paths], format="parquet")
+            for split, paths in sorted(result.manifest.parquet_by_split().items())
+        },
+        result.path,
+    )
 
 
 def _read_manifest(store: Store, name: str, version: Version) -> tuple[bytes, Manifest]:
@@ -338,10 +342,10 @@ def _verify_copy(dest: Path, manifest: Manifest, manifest_bytes: bytes, verify: 
             and stamp.get(entry.path) == [stat.st_size, stat.st_mtime_ns]
         ):
             continue
-        sha, size = file_sha256(local)
-        if (sha, size) != (entry.sha256, entry.bytes):
+        digest = file_sha256(local)
+        if digest != entry.digest():
             raise ChecksumError(
-                f"{local} was modified after it was pulled (sha256 {sha}, manifest {entry.sha256}); "
+                f"{local} was modified after it was pulled (sha256 {digest.sha256}, manifest {entry.sha256}); "
                 "pull with --force to replace the local copy"
             )
     _write_stamp(dest, manifest)

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.release import BumpTooSmallError, InvalidSpecError, publish
 from pipeline.release.changelog import Bump, ReleaseDiff, Version, diff_indexes, prepend_entry
-from pipeline.release.manifest import row_hashes
+from pipeline.release.checksums import row_hashes
 
 
 def _index(rows: list[tuple[str, str, str]]) -> pa.Table:

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 import pipeline.release
 from pipeline.release import ExportError, ReleaseExistsError, Store, list_releases, publish, pull
 from pipeline.release.cli import app
-from pipeline.release.manifest import SAMPLE_INDEX_PATH, Manifest
+from pipeline.release.layout import SAMPLE_INDEX_PATH
+from pipeline.release.manifest import Manifest
 from pipeline.release.publish import commit_release, plan_release, stage_release
 
 REPO = Path(pipeline.release.__file__).resolve().parents[2]
