@@ -15,7 +15,7 @@ Markdown artifact with the plots embedded as ``data:image/png;base64`` images, a
 skipped inputs as table artifacts.
 
 The run dict has the keys ``out_dir``, ``flow_run`` (``name``, ``id``, ``url``), ``prepare``
-(``pipeline.prepare.PrepareSummary`` as a dict), ``describe`` (``DescribeSummary`` as a dict),
+(``pipeline.prepare_report.PrepareSummary`` as a dict), ``describe`` (``DescribeSummary`` as a dict),
 ``this_run`` (batches and requests of this run), ``validation``, ``export``, ``publish`` and
 ``errors``; any of them may be missing or ``None`` when the run stopped early.
 """

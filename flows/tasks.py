@@ -54,7 +54,8 @@ from pipeline.flag_summary import summarize as summarize_flags
 from pipeline.ingest import ImageItem
 from pipeline.lmm.records import write_calls_parquet
 from pipeline.lmm.server import running_offline_server
-from pipeline.prepare import ImageReport, discover, merge, prepare_image, summarize
+from pipeline.prepare import discover, merge, prepare_image
+from pipeline.prepare_report import ImageReport, summarize
 from pipeline.tables import SAMPLES_SCHEMA, write_table
 
 #: Part of every cache key: bump it (or release a new geopixeld version) to invalidate cached results.

@@ -201,7 +201,7 @@ def prepare(
                 checkpoint=sam_checkpoint, model_type=sam_model, device=device, batch_size=sam_batch_size, naming=naming
             )
         from .config import PrepareConfig
-        from .prepare import resolve_workers, without_pandas_integration
+        from .workers import resolve_workers, without_pandas_integration
 
         without_pandas_integration()  # this process only prepares: pyarrow need not import pandas
 

@@ -14,26 +14,25 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import traceback
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from . import png, priors
-from .config import PrepareConfig, category_name
+from . import png
+from .config import PrepareConfig
 from .errors import InputError, Skip
 from .ingest import ImageItem, get_adapter
-from .marks import Mark, draw_marks, font_size_for_objects, place_marks
+from .marks import draw_marks
+from .prepare_report import ImageReport, PrepareSummary, summarize
 from .raster import RowBandReader, compute_stretch, rasterio, read_info, resolve_bands
 from .records import TileInstance
-from .rle import encode_local
 from .tables import (
     CLUSTERS_SCHEMA,
     INSTANCES_SCHEMA,
@@ -43,7 +42,9 @@ from .tables import (
     concat_parts,
     write_table,
 )
+from .tile_rows import process_tile
 from .tiling import Tile, tile_grid
+from .workers import available_cpus, resolve_workers
 
 PNG_COMPRESS_LEVEL = png.LEVEL  # deflate level of tiles and set-of-marks images (lossless at any level)
 GDAL_CACHE_MB = 128
@@ -51,28 +52,6 @@ PNG_PENDING = 6  # images a worker may hold while they encode (~2 MB per 800² R
 PNG_PENDING_MB = 96  # ...and at most this many MB of them (4096² tiles: one at a time)
 NAMING_CALLS = "naming_calls.parquet"  # the category tier's LMM calls (automatic masks named by an LMM)
 TILE_BAR_MIN = 50  # images with at least this many tiles get their own progress bar
-REPORT_VERSION = 1
-
-
-@dataclass
-class ImageReport:
-    """What happened to one source image."""
-
-    image_id: str
-    image_path: str
-    status: str  # ok | failed | reused
-    tiles: int = 0
-    instances: int = 0
-    clusters: int = 0
-    marks: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    repairs: int = 0
-    skips: list[dict[str, str]] = field(default_factory=list)
-    error: str | None = None
-    naming: dict[str, int] = field(default_factory=dict)
-    signature: str = ""
-    config_digest: str = ""
-    version: int = REPORT_VERSION
 
 
 def input_signature(item: ImageItem) -> str:
@@ -91,170 +70,6 @@ def input_signature(item: ImageItem) -> str:
 def _tile_transform(t: tuple[float, ...], x0: int, y0: int) -> list[float]:
     a, b, c, d, e, f = t[:6]
     return [a, b, a * x0 + b * y0 + c, d, e, d * x0 + e * y0 + f]
-
-
-def _reading_order(points: list[tuple[float, float]], height: int) -> list[int]:
-    band = max(1.0, height / 10)
-    return sorted(range(len(points)), key=lambda i: (int(points[i][1] // band), points[i][0], points[i][1]))
-
-
-@dataclass
-class TileResult:
-    """What :func:`process_tile` makes of one tile's instances.
-
-    Attributes:
-        instances: ``instances.parquet`` rows (priors, RLE, mark, cluster id).
-        clusters: ``clusters.parquet`` rows.
-        marks: the numbered marks to draw on the set-of-marks image.
-        dropped: instances left out, by reason (``under_min_area``, ``under_min_visible_fraction``).
-        font_size: mark digit size in px (shrinks for small, crowded objects).
-    """
-
-    instances: list[dict[str, Any]]
-    clusters: list[dict[str, Any]]
-    marks: list[Mark]
-    dropped: Counter[str]
-    font_size: int
-
-
-def process_tile(
-    tile: Tile,
-    instances: list[TileInstance],
-    config: PrepareConfig,
-    gsd: float | None,
-) -> TileResult:
-    """Priors, clusters and marks for one tile's instances → instance rows, cluster rows, marks, drops."""
-    w, h = tile.width, tile.height
-    dropped: Counter[str] = Counter()
-    kept: list[TileInstance] = []
-    areas: list[float] = []
-    for inst in instances:
-        area = inst.mask.area
-        if area < config.min_area:
-            dropped["under_min_area"] += 1
-        elif inst.visible_fraction < config.min_visible_fraction:
-            dropped["under_min_visible_fraction"] += 1
-        else:
-            kept.append(inst)
-            areas.append(float(area))
-    shapes = priors.measure_all([i.mask for i in kept])
-    names = [category_name(i.category) for i in kept]
-
-    # Clusters per cluster category.
-    cluster_of: dict[int, str] = {}
-    cluster_rows: list[dict[str, Any]] = []
-    by_cat: dict[str, list[int]] = {}
-    for k, name in enumerate(names):
-        if name in config.cluster_categories:
-            by_cat.setdefault(name, []).append(k)
-    for name in sorted(by_cat):
-        idxs = by_cat[name]
-        mode = config.cluster_categories[name]
-        pts = np.array([[shapes[k].cx, shapes[k].cy] for k in idxs])
-        sizes = np.sqrt(np.array([areas[k] for k in idxs]))
-        groups = priors.cluster_points(pts, sizes, max(w, h), config.cluster_link)
-        groups = sorted(groups, key=lambda g: (min(pts[j][1] for j in g), min(pts[j][0] for j in g)))
-        for g in groups:
-            if mode == "dense" and len(g) < config.min_cluster_size:
-                continue
-            members = [idxs[j] for j in g]
-            cid = f"{tile.tile_id}#c{len(cluster_rows) + 1}"
-            for m in members:
-                cluster_of[m] = cid
-            gp = pts[g]
-            boxes = np.array([kept[m].mask.bbox() for m in members])
-            x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
-            x1, y1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
-            cluster_rows.append(
-                {
-                    "cluster_id": cid,
-                    "tile_id": tile.tile_id,
-                    "image_id": tile.image_id,
-                    "category": kept[members[0]].category,
-                    "category_name": name,
-                    "instance_ids": [kept[m].instance_id for m in members],
-                    "position": priors.cluster_position(gp, w, h),
-                    "count": len(members),
-                    "count_word": priors.count_word(len(members)),
-                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                }
-            )
-
-    # Marks for every instance not described through a cluster.
-    to_mark = [k for k in range(len(kept)) if k not in cluster_of]
-    font_size = font_size_for_objects([kept[k].mask for k in to_mark], w, h)
-    placements = place_marks([kept[k].mask for k in to_mark], w, h, font_size)
-    order = _reading_order([(p[0], p[1]) for p in placements], h)
-    marks: list[Mark] = []
-    mark_of: dict[int, Mark] = {}
-    for number, j in enumerate(order, start=1):
-        x, y, box = placements[j]
-        placed = Mark(number, x, y, box)
-        marks.append(placed)
-        mark_of[to_mark[j]] = placed
-
-    rows = []
-    for k, inst in enumerate(kept):
-        s = shapes[k]
-        mk = mark_of.get(k)
-        elong = s.elongation if s.width_px > 0 else None
-        angle = s.angle_deg if elong is not None and elong >= 1.2 else None
-        rows.append(
-            {
-                "tile_id": tile.tile_id,
-                "image_id": tile.image_id,
-                "instance_id": inst.instance_id,
-                "category": inst.category,
-                "category_name": names[k],
-                "rle": encode_local(inst.mask, h, w),
-                "bbox": list(inst.mask.bbox()),
-                "area": areas[k],
-                "visible_fraction": round(inst.visible_fraction, 6),
-                "truncated": inst.truncated,
-                "position": priors.position_word(s.cx, s.cy, w, h),
-                "size_class": priors.size_class(areas[k], w, h),
-                "centroid_x": s.cx,
-                "centroid_y": s.cy,
-                "length_px": s.length_px,
-                "width_px": s.width_px,
-                "length_m": s.length_px * gsd if gsd else None,
-                "width_m": s.width_px * gsd if gsd else None,
-                "orientation_deg": angle,
-                "orientation_word": priors.orientation_word(angle, elong or 0.0),
-                "elongation": elong if elong is not None and np.isfinite(elong) else None,
-                "mark": mk.number if mk else None,
-                "mark_x": mk.x if mk else None,
-                "mark_y": mk.y if mk else None,
-                "mark_box": list(mk.box) if mk else None,
-                "cluster_id": cluster_of.get(k),
-                "geometry_kind": inst.geometry_kind,
-                "prompt_box": inst.prompt_box,
-                "mask_source": inst.mask_source,
-                "mask_model": inst.mask_model,
-                "mask_score": inst.mask_score,
-                "source_ref": inst.source_ref,
-                **_sam_columns(inst),
-            }
-        )
-    return TileResult(rows, cluster_rows, marks, dropped, font_size)
-
-
-# The SAM and naming columns of an instance without SAM extras (what ``pipeline.sam.quality.instance_columns``
-# and ``pipeline.sam.naming.naming_columns`` return for empty extras), so label-only runs never import the
-# SAM modules (shapely geometry, prompts, the LMM client types).
-_NO_SAM_COLUMNS: dict[str, Any] = {
-    "sam_predicted_iou": None, "sam_stability": None, "sam_box_iou": None, "sam_box_fill": None,
-    "category_source": "annotation", "category_answer": None,
-}
-
-
-def _sam_columns(inst: TileInstance) -> dict[str, Any]:
-    if not inst.extras:
-        return {**_NO_SAM_COLUMNS, "sam_flags": [], "category_flags": []}
-    from .sam.naming import naming_columns
-    from .sam.quality import instance_columns
-
-    return {**instance_columns(inst.extras), **naming_columns(inst.extras, inst.mask_source)}
 
 
 def prepare_image(
@@ -453,49 +268,6 @@ def _prepare_into(
     report.dropped = dict(dropped)
 
 
-@dataclass
-class PrepareSummary:
-    """Totals of a prepare run, and every skipped input with its reason."""
-
-    out_dir: str
-    images: int
-    images_ok: int
-    images_failed: int
-    images_reused: int
-    tiles: int
-    instances: int
-    clusters: int
-    marks: int
-    repairs: int
-    dropped: dict[str, int]
-    skipped: list[dict[str, str]]
-    skipped_by_reason: dict[str, int]
-    naming: dict[str, int] = field(default_factory=dict)
-
-    def text(self) -> str:
-        lines = [
-            f"prepare → {self.out_dir}",
-            f"  images   {self.images} ({self.images_ok} done, {self.images_reused} reused, {self.images_failed} failed)",
-            f"  tiles    {self.tiles}",
-            f"  instances {self.instances} ({self.marks} marked), clusters {self.clusters}",
-            f"  polygons repaired {self.repairs}",
-        ]
-        if self.naming:
-            named = ", ".join(f"{k} {v}" for k, v in sorted(self.naming.items()))
-            lines.append(f"  automatic masks named by the LMM: {named}")
-        if self.dropped:
-            lines.append("  dropped pieces: " + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())))
-        if self.skipped:
-            lines.append(f"  skipped {len(self.skipped)}:")
-            for reason, n in sorted(self.skipped_by_reason.items(), key=lambda kv: -kv[1]):
-                lines.append(f"    {n} × {reason}")
-            for s in self.skipped[:10]:
-                lines.append(f"    - {s['path']}: {s['reason']}")
-            if len(self.skipped) > 10:
-                lines.append(f"    ... {len(self.skipped) - 10} more in prepare_report.json")
-        return "\n".join(lines)
-
-
 def discover(sources: Sequence[str | Path], config: PrepareConfig) -> tuple[list[ImageItem], list[Skip]]:
     """Items to prepare and the inputs skipped while looking for them (duplicate image ids included)."""
     adapter = get_adapter(config.format)
@@ -526,89 +298,6 @@ def merge(out_dir: str | Path, image_ids: Sequence[str]) -> dict[str, int]:
     else:
         (out / NAMING_CALLS).unlink(missing_ok=True)
     return counts
-
-
-def summarize(out_dir: str | Path, reports: Sequence[ImageReport], discover_skips: Sequence[Skip]) -> PrepareSummary:
-    skipped = [s.to_dict() for s in discover_skips] + [s for r in reports for s in r.skips]
-    dropped: Counter[str] = Counter()
-    naming: Counter[str] = Counter()
-    for r in reports:
-        dropped.update(r.dropped)
-        naming.update(r.naming)
-    return PrepareSummary(
-        out_dir=str(out_dir),
-        images=len(reports) + sum(1 for s in discover_skips if s.kind == "image"),
-        images_ok=sum(r.status == "ok" for r in reports),
-        images_failed=sum(r.status == "failed" for r in reports) + sum(1 for s in discover_skips if s.kind == "image"),
-        images_reused=sum(r.status == "reused" for r in reports),
-        tiles=sum(r.tiles for r in reports),
-        instances=sum(r.instances for r in reports),
-        clusters=sum(r.clusters for r in reports),
-        marks=sum(r.marks for r in reports),
-        repairs=sum(r.repairs for r in reports),
-        dropped=dict(dropped),
-        skipped=[{k: v for k, v in s.items() if k != "trace"} for s in skipped],
-        skipped_by_reason=dict(Counter(_reason_key(s["reason"]) for s in skipped)),
-        naming=dict(naming),
-    )
-
-
-def _reason_key(reason: str) -> str:
-    return reason.split(" (")[0].split(":")[0]
-
-
-def without_pandas_integration() -> None:
-    """For a process that only prepares (``geopixeld prepare``): keep pyarrow from importing pandas.
-
-    pyarrow looks for pandas the first time it builds any table (to recognise DataFrames), which costs
-    about a quarter of a second at start-up although prepare never hands it pandas objects. Here that first
-    look finds nothing, so pyarrow treats objects as non-pandas; an explicit conversion (``to_pandas``,
-    ``from_pandas``) still imports pandas when asked. Library callers are left alone: only the command calls
-    this.
-    """
-    if "pandas" in sys.modules:
-        return
-    import pyarrow as pa
-
-    blocker = _NoPandas()
-    sys.meta_path.insert(0, blocker)
-    try:
-        pa.schema([("probe", pa.int8())]).empty_table()  # pyarrow's one-time pandas check happens now
-    finally:
-        sys.meta_path.remove(blocker)
-
-
-class _NoPandas:
-    """An import finder that reports pandas as missing (used for a moment only)."""
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-def resolve_workers(workers: int | str, images: int, config: PrepareConfig) -> int:
-    """Processes for ``workers``: ``auto`` is one per CPU core, at most one per image, and 1 with SAM
-    (one model on one device); a number is taken as given (at least 1)."""
-    if isinstance(workers, str):
-        if workers.strip().lower() != "auto":
-            try:
-                workers = int(workers)
-            except ValueError:
-                raise ValueError(f"workers must be a number or 'auto', not {workers!r}") from None
-        elif config.masks == "sam":
-            return 1
-        else:
-            return max(1, min(available_cpus(), images))
-    return max(1, int(workers))
 
 
 def prepare(

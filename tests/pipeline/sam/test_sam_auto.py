@@ -110,7 +110,7 @@ def test_tiles_get_clipped_kept_masks(blobs_image: Path) -> None:
 
 def test_automatic_instances_go_through_prepare_rows(blobs_image: Path) -> None:
     from pipeline.config import PrepareConfig
-    from pipeline.prepare import process_tile
+    from pipeline.tile_rows import process_tile
 
     source = _source(blobs_image, BlobMasker())
     tile = Tile("blobs", 0, 172, 128, 300)

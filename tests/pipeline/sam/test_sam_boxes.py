@@ -197,8 +197,8 @@ def test_multimask_and_prompt_chunking_keep_one_mask_per_box(tiny_masker: SamMas
 def test_refined_instances_go_through_prepare_rows(tiny_masker: SamMasker) -> None:
     """What prepare does next with the records: priors, marks and COCO RLE of the SAM masks."""
     from pipeline.config import PrepareConfig
-    from pipeline.prepare import process_tile
     from pipeline.rle import decode
+    from pipeline.tile_rows import process_tile
 
     (tile, rgb, instances), = dota_tiles()
     refined = refine_with_boxes(rgb, instances, tiny_masker)

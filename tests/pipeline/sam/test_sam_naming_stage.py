@@ -22,11 +22,12 @@ from scripted_server import scripted_server
 
 from pipeline.config import PrepareConfig
 from pipeline.describe import DescribeConfig, describe
-from pipeline.prepare import prepare, process_tile
+from pipeline.prepare import prepare
 from pipeline.raster import Stretch, read_info
 from pipeline.sam.auto import SamAutoAnnotations
 from pipeline.sam.config import AutoMaskConfig, SamConfig, SamNamingConfig
 from pipeline.sam.naming import name_auto_objects
+from pipeline.tile_rows import process_tile
 from pipeline.tiling import tile_grid
 
 CATEGORIES = ["tree", "building", "small vehicle"]
