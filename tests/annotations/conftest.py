@@ -111,21 +111,6 @@ def sample_row(spec: TileSpec) -> dict[str, Any]:
     }
 
 
-# samples.parquet with the flag fields the describe stage adds (phrase, instance_ids).
-NEW_FLAG_TYPE = pa.struct(
-    [
-        ("code", pa.string()),
-        ("severity", pa.string()),
-        ("detail", pa.string()),
-        ("phrase", pa.int32()),
-        ("instance_ids", pa.list_(pa.int64())),
-    ]
-)
-NEW_FLAGS_SCHEMA = SAMPLES_SCHEMA.set(
-    SAMPLES_SCHEMA.get_field_index("flags"), pa.field("flags", pa.list_(NEW_FLAG_TYPE))
-)
-
-
 def write_dataset(root: Path, specs: list[TileSpec], image: np.ndarray | None = None) -> Path:
     """Write samples.parquet, instances.parquet and the PNGs of ``specs`` under ``root``."""
     (root / "tiles").mkdir(parents=True, exist_ok=True)
@@ -165,8 +150,9 @@ def write_dataset(root: Path, specs: list[TileSpec], image: np.ndarray | None = 
                         "cluster_id": None,
                     }
                 )
-    schema = NEW_FLAGS_SCHEMA if any(len(f) > 3 for spec in specs for f in spec.flags) else SAMPLES_SCHEMA
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), root / "samples.parquet")
+    # The describe stage's schema (pipeline.tables): its flags carry phrase and instance_ids, null when a
+    # spec gives only (code, severity, detail).
+    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), root / "samples.parquet")
     pq.write_table(pa.Table.from_pylist(instances, schema=INSTANCES_SCHEMA), root / "instances.parquet")
     return root
 
