@@ -18,7 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -121,6 +122,52 @@ def add_user(
             action="password_reset" if exists else "add_user",
             after={"user": name, "role": role},
         )
+
+
+class UserRecord(TypedDict):
+    """A user as the leads' user list shows it (no password hash)."""
+
+    name: str
+    role: str
+    active: bool
+    created_at: datetime | None
+
+
+def list_users(engine: Engine) -> list[UserRecord]:
+    """Every user, by name (``created_at`` aware UTC)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(users.c.name, users.c.role, users.c.active, users.c.created_at).order_by(users.c.name)
+        ).all()
+    return [
+        {"name": r.name, "role": r.role, "active": bool(r.active), "created_at": as_utc(r.created_at)}
+        for r in rows
+    ]
+
+
+def update_user(
+    engine: Engine, name: str, *, actor: str, role: str | None = None, active: bool | None = None
+) -> bool:
+    """Set the ``role`` and/or ``active`` flag of user ``name`` (those given), logged as ``change_user``
+    by ``actor``; False when there is no such user.
+
+    Raises:
+        ValueError: neither ``role`` nor ``active`` given, or an unknown role.
+    """
+    values: dict[str, str | bool] = {}
+    if role is not None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        values["role"] = role
+    if active is not None:
+        values["active"] = active
+    if not values:
+        raise ValueError("nothing to change")
+    with engine.begin() as conn:
+        if conn.execute(sa.update(users).where(users.c.name == name).values(**values)).rowcount == 0:
+            return False
+        log_event(conn, actor=actor, action="change_user", after={"user": name, **values})
+    return True
 
 
 def authenticate(engine: Engine, name: str, password: str) -> bool:

@@ -9,6 +9,7 @@ event log, so nothing an annotator typed is lost.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from .db import assignments, decision_dict, decisions, log_event, utcnow
+from .db import assignments, decision_dict, decisions, log_event, sample_index, utcnow
 from .validate import Flag, has_errors, parse_gcg, validate_fixed
 
 ACTION_STATUS = {"accept": "accepted", "reject": "rejected", "fix": "fixed"}
@@ -280,6 +281,76 @@ def bulk_accept(
                 except Conflict:
                     continue
     return accepted
+
+
+@dataclass(frozen=True)
+class BulkSelection:
+    """The tiles a lead bulk-accepts: undecided, with their worst flag severity in ``severities``; only
+    those with flag code ``flag_code`` when given, only queued ones with ``queued_only``."""
+
+    severities: Sequence[str]
+    flag_code: str | None = None
+    queued_only: bool = False
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """How many tiles a bulk accept found (dry run) or accepted, and the first of their ids by tile id."""
+
+    count: int
+    tile_ids: list[str]
+
+
+def _bulk_candidates(selection: BulkSelection) -> sa.Select[Any]:
+    si = sample_index
+    query = (
+        sa.select(si.c.tile_id)
+        .outerjoin(decisions, decisions.c.tile_id == si.c.tile_id)
+        .where(si.c.max_severity.in_(selection.severities), decisions.c.tile_id.is_(None))
+        .order_by(si.c.tile_id)
+    )
+    if selection.flag_code is not None:
+        query = query.where(si.c.flag_codes.contains(f"|{selection.flag_code}|", autoescape=True))
+    if selection.queued_only:
+        query = query.where(si.c.position.is_not(None))
+    return query
+
+
+def preview_bulk_accept(engine: Engine, selection: BulkSelection, *, shown: int = 50) -> BulkOutcome:
+    """Dry run: how many tiles ``selection`` matches now, and the first ``shown`` of their ids."""
+    query = _bulk_candidates(selection)
+    with engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+        tile_ids = list(conn.execute(query.limit(shown)).scalars())
+    return BulkOutcome(int(count), tile_ids)
+
+
+def bulk_accept_selected(
+    engine: Engine,
+    selection: BulkSelection,
+    *,
+    actor: str,
+    lease_cutoff: Callable[[], datetime],
+    shown: int = 50,
+    page_size: int = 2000,
+) -> BulkOutcome:
+    """Accept the tiles ``selection`` matches (see :func:`bulk_accept`), read ``page_size`` tile ids at
+    a time in tile id order so memory stays bounded by one page; ``lease_cutoff()`` is asked once per
+    page. Returns how many were accepted and the first ``shown`` of their ids."""
+    query = _bulk_candidates(selection)
+    accepted: list[str] = []
+    n_accepted = 0
+    cursor = ""
+    while True:
+        with engine.connect() as conn:
+            page = list(conn.execute(query.where(sample_index.c.tile_id > cursor).limit(page_size)).scalars())
+        if not page:
+            break
+        cursor = page[-1]
+        done = bulk_accept(engine, page, actor=actor, lease_cutoff=lease_cutoff())
+        n_accepted += len(done)
+        accepted.extend(done[: max(0, shown - len(accepted))])
+    return BulkOutcome(n_accepted, accepted)
 
 
 def _bulk_accept_chunk(engine: Engine, ids: list[str], actor: str, lease_cutoff: datetime) -> list[str]:

@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pyarrow.parquet as pq
 import sqlalchemy as sa
@@ -54,6 +54,23 @@ class IndexStats:
     samples: int
     queued: int
     rebuilt: bool
+
+
+class Facet(TypedDict):
+    """One choice of the queue filter: a flag code or phrase category and how many samples have it."""
+
+    value: str
+    samples: int
+
+
+def list_facets(engine: Engine) -> dict[str, list[Facet]]:
+    """The indexed flag codes (``"flag_code"``) and phrase categories (``"category"``), each sorted by
+    value; a kind without values is absent."""
+    out: dict[str, list[Facet]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(sa.select(index_facets).order_by(index_facets.c.kind, index_facets.c.value)):
+            out.setdefault(row.kind, []).append({"value": row.value, "samples": int(row.samples)})
+    return out
 
 
 def spot_key(seed: int, tile_id: str) -> str:

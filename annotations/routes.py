@@ -40,25 +40,18 @@ from .app import (
     lead_csrf_session,
     lead_session,
 )
-from .db import (
-    ROLES,
-    as_utc,
-    decisions,
-    events,
-    index_facets,
-    log_event,
-    sample_index,
-    users,
-    utcnow,
-)
+from .db import ROLES, decisions, events, utcnow
 from .decisions import (
+    BulkSelection,
     Conflict,
     FixRejected,
     build_fix,
-    bulk_accept,
+    bulk_accept_selected,
+    preview_bulk_accept,
     record_decision,
 )
 from .double import AlreadyReviewed, agreement_report, record_review
+from .index import list_facets
 from .phrases import record_phrase_decision
 from .queue import QueueFilter
 from .undo import NothingToUndo, undo_last
@@ -98,9 +91,7 @@ def login(body: LoginRequest, request: Request) -> Response:
         return _error(401, "login", "wrong name or password")
     ctx.throttle.succeeded(address)
     token, session = auth.create_session(ctx.engine, body.name, ctx.session_ttl)
-    response = JSONResponse(
-        {"user": session.user, "csrf_token": session.csrf_token, "role": session.role}
-    )
+    response = JSONResponse({"user": session.user, "csrf_token": session.csrf_token, "role": session.role})
     response.set_cookie(
         auth.SESSION_COOKIE,
         token,
@@ -175,15 +166,15 @@ def queue_summary(
 
 @router.get("/api/queue/facets")
 def queue_facets(request: Request, session: auth.Session = Depends(current_session)) -> dict[str, Any]:
-    out: dict[str, list[dict[str, Any]]] = {"flag_code": [], "category": []}
-    with _ctx(request).engine.connect() as conn:
-        for row in conn.execute(
-            sa.select(index_facets).order_by(index_facets.c.kind, index_facets.c.value)
-        ):
-            out.setdefault(row.kind, []).append({"value": row.value, "samples": int(row.samples)})
+    ctx = _ctx(request)
+    facets = list_facets(ctx.engine)
     # Leads also see how many samples wait for adjudication (two reviewers disagreed).
-    adjudicate = _ctx(request).queue.remaining(QueueFilter(adjudicate=True)) if session.is_lead else None
-    return {"flag_codes": out["flag_code"], "categories": out["category"], "adjudicate": adjudicate}
+    adjudicate = ctx.queue.remaining(QueueFilter(adjudicate=True)) if session.is_lead else None
+    return {
+        "flag_codes": facets.get("flag_code", []),
+        "categories": facets.get("category", []),
+        "adjudicate": adjudicate,
+    }
 
 
 @router.get("/api/samples/{tile_id}")
@@ -362,52 +353,19 @@ def bulk(
     body: BulkAcceptRequest, request: Request, session: auth.Session = Depends(lead_csrf_session)
 ) -> Any:
     ctx = _ctx(request)
-    si = sample_index
-    query = (
-        sa.select(si.c.tile_id)
-        .outerjoin(decisions, decisions.c.tile_id == si.c.tile_id)
-        .where(si.c.max_severity.in_(body.severities), decisions.c.tile_id.is_(None))
-        .order_by(si.c.tile_id)
-    )
-    if body.flag_code is not None:
-        query = query.where(si.c.flag_codes.contains(f"|{body.flag_code}|", autoescape=True))
-    if body.queued_only:
-        query = query.where(si.c.position.is_not(None))
+    selection = BulkSelection(body.severities, body.flag_code, body.queued_only)
     if body.dry_run:
-        with ctx.engine.connect() as conn:
-            count = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
-            sample_ids = list(conn.execute(query.limit(50)).scalars())
-        return {"dry_run": True, "count": int(count), "tile_ids": sample_ids}
-    accepted: list[str] = []
-    n_accepted = 0
-    cursor = ""
-    while True:  # page by tile id: memory stays bounded by one page
-        with ctx.engine.connect() as conn:
-            page = list(conn.execute(query.where(si.c.tile_id > cursor).limit(2000)).scalars())
-        if not page:
-            break
-        cursor = page[-1]
-        done = bulk_accept(ctx.engine, page, actor=session.user, lease_cutoff=ctx.queue.lease_cutoff())
-        n_accepted += len(done)
-        accepted.extend(done[: max(0, 50 - len(accepted))])
-    return {"dry_run": False, "count": n_accepted, "tile_ids": accepted}
+        found = preview_bulk_accept(ctx.engine, selection)
+        return {"dry_run": True, "count": found.count, "tile_ids": found.tile_ids}
+    done = bulk_accept_selected(
+        ctx.engine, selection, actor=session.user, lease_cutoff=ctx.queue.lease_cutoff
+    )
+    return {"dry_run": False, "count": done.count, "tile_ids": done.tile_ids}
 
 
 @router.get("/api/users")
 def list_users(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
-    with _ctx(request).engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(users.c.name, users.c.role, users.c.active, users.c.created_at).order_by(
-                users.c.name
-            )
-        ).all()
-    return {
-        "users": [
-            {"name": r.name, "role": r.role, "active": bool(r.active), "created_at": as_utc(r.created_at)}
-            for r in rows
-        ],
-        "roles": list(ROLES),
-    }
+    return {"users": auth.list_users(_ctx(request).engine), "roles": list(ROLES)}
 
 
 @router.post("/api/users")
@@ -425,21 +383,14 @@ def create_user(
 def change_user(
     name: str, body: UserChange, request: Request, session: auth.Session = Depends(lead_csrf_session)
 ) -> Any:
-    values: dict[str, Any] = {}
-    if body.role is not None:
-        values["role"] = body.role
-    if body.active is not None:
-        values["active"] = body.active
+    changes = body.model_dump(exclude_none=True)  # role and/or active, in that order
     if name == session.user and (body.active is False or body.role == "annotator"):
         return _error(422, "user", "leads cannot demote or deactivate themselves")
-    with _ctx(request).engine.begin() as conn:
-        if (
-            not values
-            or conn.execute(sa.update(users).where(users.c.name == name).values(**values)).rowcount == 0
-        ):
-            return _error(404, "user", f"no user {name!r}" if values else "nothing to change")
-        log_event(conn, actor=session.user, action="change_user", after={"user": name, **values})
-    return {"name": name, **values}
+    if not changes:
+        return _error(404, "user", "nothing to change")
+    if not auth.update_user(_ctx(request).engine, name, actor=session.user, **changes):
+        return _error(404, "user", f"no user {name!r}")
+    return {"name": name, **changes}
 
 
 @router.get("/api/report")
