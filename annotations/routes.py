@@ -9,11 +9,10 @@ import math
 from collections.abc import Iterator
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 
-from . import auth
+from . import auth, eventlog
 from .app import (
     DECISION_ACTIONS,
     PUBLIC_DECISION,
@@ -30,7 +29,6 @@ from .app import (
     _ctx,
     _double_stage,
     _error,
-    _event_dict,
     _get_sample,
     _queue_filter,
     _sample_payload,
@@ -40,7 +38,7 @@ from .app import (
     lead_csrf_session,
     lead_session,
 )
-from .db import ROLES, decisions, events, utcnow
+from .db import ROLES
 from .decisions import (
     BulkSelection,
     Conflict,
@@ -146,21 +144,15 @@ def queue_summary(
     session: auth.Session = Depends(current_session),
 ) -> dict[str, Any]:
     ctx = _ctx(request)
-    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    with ctx.engine.connect() as conn:
-        mine_today = conn.execute(
-            sa.select(sa.func.count()).where(
-                events.c.actor == session.user,
-                events.c.action.in_(DECISION_ACTIONS),
-                events.c.at >= today,
-            )
-        ).scalar_one()
+    mine_today = eventlog.count_actions(
+        ctx.engine, actor=session.user, actions=DECISION_ACTIONS, since=eventlog.start_of_day()
+    )
     return {
         "total": ctx.queue.count(where),
         "remaining": ctx.queue.remaining(where),
         "in_progress": ctx.queue.count_in_progress(session.user),
         "samples": len(ctx.store),
-        "today": int(mine_today),
+        "today": mine_today,
     }
 
 
@@ -400,31 +392,14 @@ def report(request: Request, _: auth.Session = Depends(lead_session)) -> dict[st
 
 @router.get("/api/stats")
 def stats(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
-    engine = _ctx(request).engine
-    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    counted = (*DECISION_ACTIONS, "conflict", "undo")
-    per: dict[str, dict[str, int]] = {}
-    with engine.connect() as conn:
-        for actor, action, n in conn.execute(
-            sa.select(events.c.actor, events.c.action, sa.func.count())
-            .where(events.c.action.in_(counted))
-            .group_by(events.c.actor, events.c.action)
-        ):
-            per.setdefault(actor, dict.fromkeys(counted, 0))[action] = n
-        for actor, n in conn.execute(
-            sa.select(events.c.actor, sa.func.count())
-            .where(events.c.action.in_(DECISION_ACTIONS), events.c.at >= today)
-            .group_by(events.c.actor)
-        ):
-            per.setdefault(actor, dict.fromkeys(counted, 0))["today"] = n
-        by_status: dict[str, int] = {
-            str(status): int(n)
-            for status, n in conn.execute(
-                sa.select(decisions.c.status, sa.func.count()).group_by(decisions.c.status)
-            )
-        }
-    annotators = [{"name": name, **{"today": 0, **counts}} for name, counts in sorted(per.items())]
-    return {"annotators": annotators, "decisions": by_status}
+    found = eventlog.review_stats(
+        _ctx(request).engine,
+        counted=(*DECISION_ACTIONS, "conflict", "undo"),
+        decision_actions=DECISION_ACTIONS,
+        since=eventlog.start_of_day(),
+    )
+    annotators = [{"name": a.name, "today": a.today, **a.actions} for a in found.annotators]
+    return {"annotators": annotators, "decisions": found.decisions}
 
 
 @router.get("/api/events")
@@ -434,16 +409,17 @@ def list_events(
     limit: int = Query(default=100, ge=1, le=1000),
     session: auth.Session = Depends(current_session),
 ) -> dict[str, Any]:
-    query = sa.select(events).order_by(events.c.id.desc()).limit(limit)
-    if tile_id is not None:
-        query = query.where(events.c.tile_id == tile_id)
-        if not session.is_lead and _double_stage(_ctx(request), tile_id) in ("review", "adjudication"):
-            query = query.where(events.c.actor == session.user)  # blind: not the other reviewer's
-    elif not session.is_lead:
-        query = query.where(events.c.actor == session.user)
-    with _ctx(request).engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return _clean_dict({"events": [_event_dict(row) for row in rows]})
+    ctx = _ctx(request)
+    if session.is_lead:
+        only_mine = False
+    elif tile_id is not None:  # blind review: not the other reviewer's events
+        only_mine = _double_stage(ctx, tile_id) in ("review", "adjudication")
+    else:
+        only_mine = True
+    found = eventlog.list_events(
+        ctx.engine, limit=limit, tile_id=tile_id, actor=session.user if only_mine else None
+    )
+    return _clean_dict({"events": found})
 
 
 @router.get("/api/events/export")
@@ -451,9 +427,8 @@ def export_event_log(request: Request, _: auth.Session = Depends(lead_session)) 
     engine = _ctx(request).engine
 
     def lines() -> Iterator[bytes]:
-        with engine.connect() as conn:
-            for row in conn.execute(sa.select(events).order_by(events.c.id)):
-                yield (json.dumps(_clean(_event_dict(row)), ensure_ascii=False) + "\n").encode()
+        for event in eventlog.iter_events(engine):
+            yield (json.dumps(_clean(event), ensure_ascii=False) + "\n").encode()
 
     return StreamingResponse(
         lines(),
