@@ -7,6 +7,8 @@ DEV_STAMP := $(VENV)/.installed-dev
 # Test extras: the SAM and trainer code paths are tested on CPU (torch 2.14.1 from the local wheel cache);
 # geo: pystac and geopandas for the STAC and GeoParquet tests.
 TEST_EXTRAS ?= dev,sam,train,geo
+# Prefect stays local for every target: its home under the project, no analytics (the Python entry points set the
+# same defaults through flows/environment.py; prefect.toml for `prefect ...` run from the repository root).
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1

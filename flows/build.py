@@ -21,6 +21,12 @@ or deploy it (``make serve``) and run ``prefect deployment run 'build-geopixeld/
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # ``python -m flows.build`` is an entry point: keep Prefect local, before prefect is imported.
+    from flows.environment import prefect_defaults
+
+    prefect_defaults()
+
 from pathlib import Path
 from typing import Any
 

@@ -8,51 +8,26 @@ Where the run is recorded: the Prefect server at ``PREFECT_API_URL`` when it is 
 server of ``make serve`` when it answers (its URL is in ``PREFECT_HOME/run/api_url``); else a
 temporary server that Prefect starts for the run (a few seconds more) on the same SQLite database
 under ``PREFECT_HOME``, so the run still shows up in the UI of a later ``make serve``. ``PREFECT_HOME``
-defaults to the repository's ``.prefect/``; analytics stay off.
+defaults to the repository's ``.prefect/``; analytics stay off (:mod:`flows.environment`, set before
+Prefect is imported).
 """
 
 from __future__ import annotations
 
 import os
-import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from flows import ROOT, prefect_defaults
+from flows import ROOT
+from flows.environment import prefect_environment
 from pipeline.export import FORMATS as EXPORT_FORMATS
 
 #: The bundled sample that ``geopixeld build`` runs on when no SOURCE is given.
 BUNDLED_SAMPLE = ROOT / "tests" / "data" / "isaid"
 #: Work pool and concurrency limit that ``setup`` creates (and ``prefect.yaml`` uses).
 POOL = "geopixeld-process"
-
-
-def prefect_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Prefect's variables for the commands here: ``flows.prefect_defaults``, and ``PREFECT_API_URL``
-    from a running ``make serve`` when it answers. Call before ``prefect`` is imported.
-    """
-    env = os.environ if environ is None else environ
-    prefect_defaults(env)
-    if not env.get("PREFECT_API_URL"):
-        url_file = Path(env["PREFECT_HOME"]) / "run" / "api_url"
-        if url_file.exists():
-            url = url_file.read_text().strip()
-            if _answers(url):
-                env["PREFECT_API_URL"] = url
-    return dict(env)
-
-
-def _answers(api_url: str) -> bool:
-    if not api_url.startswith(("http://127.0.0.1:", "http://localhost:")):
-        return False
-    try:
-        # Loopback only (checked above).
-        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
 
 
 def build(

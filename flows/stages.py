@@ -23,6 +23,12 @@ Run one stage by hand on the bundled DOTA sample: ``python -m flows.stages prepa
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # ``python -m flows.stages`` is an entry point: keep Prefect local, before prefect is imported.
+    from flows.environment import prefect_defaults
+
+    prefect_defaults()
+
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,13 +1,16 @@
 """Dependencies point down: the library never imports the review app, the flows or Prefect; the core never
-imports torch; importing the library changes no environment variable."""
+imports torch; importing the library, or the flows, changes no environment variable."""
 
 from __future__ import annotations
 
 import ast
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 UP = ("annotations", "flows", "prefect", "prefect_dask")
@@ -62,6 +65,40 @@ def test_importing_the_library_changes_no_environment_and_loads_nothing_above_it
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"changed": [], "loaded": []}
+
+
+#: ``flows`` and each of its modules, found on disk (nothing is imported to list them).
+FLOWS_MODULES = ["flows", *sorted(f"flows.{m.name}" for m in pkgutil.iter_modules([str(ROOT / "flows")]))]
+
+
+@pytest.mark.parametrize("module", FLOWS_MODULES)
+def test_importing_the_flows_changes_no_environment(module: str, tmp_path: Path) -> None:
+    """Prefect's defaults (``PREFECT_HOME``, analytics off) are set by the entry points, not on import.
+
+    A fresh interpreter with a clean environment (no ``PREFECT_*``; its own ``HOME`` and working folder, so
+    neither ``~/.prefect`` nor the repository's ``prefect.toml`` is involved) imports Prefect and the
+    third-party packages the flows use first: what they change on import is the baseline, not ours.
+    """
+    code = (
+        "import importlib, json, os, sys\n"
+        "import prefect, cv2, numpy, pyarrow, rasterio, shapely, typer, pydantic, openai, matplotlib\n"
+        "before = dict(os.environ)\n"
+        "importlib.import_module(sys.argv[1])\n"
+        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "print(json.dumps({'changed': changed, 'prefect_home': 'PREFECT_HOME' in before}))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, module],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"changed": [], "prefect_home": False}, f"importing {module} changed {result['changed']}"
 
 
 def test_top_level_help_lists_every_lazy_subcommand() -> None:
