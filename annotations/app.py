@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -38,21 +37,16 @@ from sqlalchemy.engine import Engine
 
 from . import auth
 from .db import (
-    as_utc,
-    decision_dict,
-    decisions,
     default_db_url,
     open_engine,
 )
 from .decisions import (
     Validator,
-    current_decision,
 )
-from .double import is_double, review_rows
 from .index import ensure_index
-from .phrases import phrase_states
 from .queue import QueueConfig, QueueFilter, ReviewQueue
 from .samples import SampleStore
+from .tile_state import double_stage, tile_state
 from .validate import validate_fixed
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -63,7 +57,6 @@ CONTENT_SECURITY_POLICY = (
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Events that count as a decision made by an annotator (stats, "you today").
 PUBLIC_DECISION = ("status", "reviewer", "decided_at", "revision", "note")
-DECISION_ACTIONS = ("accept", "reject", "fix", "bulk_accept", "phrase_accept", "phrase_reject", "phrase_fix")
 
 
 @dataclass
@@ -203,22 +196,8 @@ def _origin_allowed(request: Request) -> bool:
 def _sample_payload(
     ctx: ReviewContext, tile_id: str, sample: dict[str, Any], user: str = "", is_lead: bool = False
 ) -> dict[str, Any]:
-    with ctx.engine.connect() as conn:
-        decision = decision_dict(
-            conn.execute(sa.select(decisions).where(decisions.c.tile_id == tile_id)).first()
-        )
-        phrases_decided = phrase_states(conn, tile_id)
-        double: dict[str, Any] | None = None
-        if is_double(conn, tile_id):
-            done = review_rows(conn, tile_id)
-            double = {
-                "reviews": len(done),
-                "mine": next((r["status"] for r in done if r["annotator"] == user), None),
-            }
-            if is_lead and len(done) >= 2:  # adjudication: the lead sees both reviews
-                double["detail"] = [
-                    {k: r[k] for k in ("annotator", "status", "note", "decided_at", "fixed")} for r in done
-                ]
+    state = tile_state(ctx.engine, tile_id, user, is_lead)
+    decision = state.decision
     original = {k: sample.get(k) for k in ("gcg_caption", "caption", "phrases")}
     if decision and decision["status"] == "fixed":
         current = {k: decision[k] for k in ("gcg_caption", "caption", "phrases", "mask_refs")}
@@ -244,8 +223,8 @@ def _sample_payload(
             "current": current,
             "decision": public_decision,
             "revision": decision["revision"] if decision else 0,
-            "phrase_decisions": {str(k): v for k, v in sorted(phrases_decided.items())},
-            "double_review": double,
+            "phrase_decisions": {str(k): v for k, v in sorted(state.phrases.items())},
+            "double_review": state.double,
             "priors": ctx.store.priors(tile_id),
             "holder": ctx.queue.holder(tile_id),
             "queue": {
@@ -259,14 +238,8 @@ def _sample_payload(
 
 
 def _double_stage(ctx: ReviewContext, tile_id: str) -> str:
-    """Two-reviewer mode: ``review`` (a blind review is due), ``adjudication`` (two reviews disagree, a
-    lead decides), ``decided``, or ``single`` (not a double-review tile)."""
-    with ctx.engine.connect() as conn:
-        if not is_double(conn, tile_id):
-            return "single"
-        if current_decision(conn, tile_id) is not None:
-            return "decided"
-        return "adjudication" if len(review_rows(conn, tile_id)) >= 2 else "review"
+    """Two-reviewer stage of a tile (see ``tile_state.double_stage``)."""
+    return double_stage(ctx.engine, tile_id)
 
 
 def _get_sample(ctx: ReviewContext, tile_id: str) -> dict[str, Any]:
@@ -342,10 +315,3 @@ def create_app(
     app.include_router(router)
 
     return app
-
-
-def _event_dict(row: sa.Row[Any]) -> dict[str, Any]:
-    record = dict(row._mapping)
-    at = as_utc(record["at"])
-    record["at"] = at.isoformat() if at else None
-    return record

@@ -17,6 +17,9 @@ from sqlalchemy.engine import Engine
 
 from .db import as_utc, decisions, events, utcnow
 
+#: The event actions that are an annotator's decision (what "today" and the statistics count).
+DECISION_ACTIONS = ("accept", "reject", "fix", "bulk_accept", "phrase_accept", "phrase_reject", "phrase_fix")
+
 
 class EventRecord(TypedDict):
     """One row of the event log (``at`` as ISO 8601 UTC)."""

@@ -14,7 +14,6 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Stre
 
 from . import auth, eventlog
 from .app import (
-    DECISION_ACTIONS,
     PUBLIC_DECISION,
     STATIC_DIR,
     BulkAcceptRequest,
@@ -145,7 +144,7 @@ def queue_summary(
 ) -> dict[str, Any]:
     ctx = _ctx(request)
     mine_today = eventlog.count_actions(
-        ctx.engine, actor=session.user, actions=DECISION_ACTIONS, since=eventlog.start_of_day()
+        ctx.engine, actor=session.user, actions=eventlog.DECISION_ACTIONS, since=eventlog.start_of_day()
     )
     return {
         "total": ctx.queue.count(where),
@@ -394,8 +393,8 @@ def report(request: Request, _: auth.Session = Depends(lead_session)) -> dict[st
 def stats(request: Request, _: auth.Session = Depends(lead_session)) -> dict[str, Any]:
     found = eventlog.review_stats(
         _ctx(request).engine,
-        counted=(*DECISION_ACTIONS, "conflict", "undo"),
-        decision_actions=DECISION_ACTIONS,
+        counted=(*eventlog.DECISION_ACTIONS, "conflict", "undo"),
+        decision_actions=eventlog.DECISION_ACTIONS,
         since=eventlog.start_of_day(),
     )
     annotators = [{"name": a.name, "today": a.today, **a.actions} for a in found.annotators]
