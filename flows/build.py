@@ -176,7 +176,12 @@ def build_geopixeld(
         run["this_run"] = {**run["prepare"]["this_run"], **run["describe"]["this_run"]}
         run["validation"] = validate_samples(out_dir)
         run["export"] = export_stage(
-            out_dir, formats or DEFAULT_FORMATS, export_dir, DEFAULT_RATIOS, name=name, export_options=export_options
+            out_dir,
+            formats or DEFAULT_FORMATS,
+            export_dir,
+            DEFAULT_RATIOS,
+            name=name,
+            export_options=export_options,
         )
         if store:
             run["publish"] = publish_stage(export_dir, store, name, version)

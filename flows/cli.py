@@ -44,7 +44,8 @@ def build(
         typer.Option("--format", "-f", help="Annotation format: isaid, coco, dota, boxes, geojson, raster."),
     ] = "isaid",
     tile_size: Annotated[
-        int | None, typer.Option(help="Tile side in px (default 800 = iSAID/GeoPixelD; 0 = whole images ≤ 4096).")
+        int | None,
+        typer.Option(help="Tile side in px (default 800 = iSAID/GeoPixelD; 0 = whole images ≤ 4096)."),
     ] = None,
     overlap: Annotated[
         int | None, typer.Option(help="Overlap between neighbouring tiles in px (default 200 = iSAID).")
@@ -59,9 +60,7 @@ def build(
     prompts: Annotated[
         str | None, typer.Option(help="Prompt set name under prompts/ or a folder (default geopixeld-v1).")
     ] = None,
-    formats: Annotated[
-        str, typer.Option(help="Export formats, comma-separated.")
-    ] = ",".join(EXPORT_FORMATS),
+    formats: Annotated[str, typer.Option(help="Export formats, comma-separated.")] = ",".join(EXPORT_FORMATS),
     store: Annotated[
         str | None, typer.Option(help="Release store: a folder or an fsspec URL (default OUT/releases).")
     ] = None,
@@ -80,8 +79,12 @@ def build(
         str | None, typer.Option(help="Describe's selection policy: geopixeld (default) or all-instances.")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Prepare, then only print what describe would send: calls, tokens "
-                           "and price per tier, for the dataset and per 1,000 tiles. Sends nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Prepare, then only print what describe would send: calls, tokens "
+            "and price per tier, for the dataset and per 1,000 tiles. Sends nothing.",
+        ),
     ] = False,
 ) -> None:
     """Run the pipeline as the Prefect flow build-geopixeld: prepare, describe, validate, export, publish.
@@ -106,7 +109,12 @@ def build(
     if publish:
         target = store or str(out / "releases")
     # Settings not given keep the flow's defaults, which come from the library's config models.
-    given: dict[str, Any] = {"tile_size": tile_size, "overlap": overlap, "concurrency": concurrency, "batch_tiles": batch_tiles}
+    given: dict[str, Any] = {
+        "tile_size": tile_size,
+        "overlap": overlap,
+        "concurrency": concurrency,
+        "batch_tiles": batch_tiles,
+    }
     if policy:
         given["describe_options"] = {"policy": policy}
     result: dict[str, Any] = build_geopixeld(

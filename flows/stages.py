@@ -229,7 +229,12 @@ def describe_stage(
     logger.info(estimate.headline())
     if dry_run:
         logger.info("%s", estimate.text())
-        return {"dry_run": True, "estimate": estimate.to_dict(), "text": estimate.text(), "this_run": {"lmm_sent": 0}}
+        return {
+            "dry_run": True,
+            "estimate": estimate.to_dict(),
+            "text": estimate.text(),
+            "this_run": {"lmm_sent": 0},
+        }
     if config.batch:  # every request through the Batch API first; the mapped batches then read the cache
         logger.info("batch api: %s", fill_batches(data_dir, config, progress=False))
     batches = list_tile_batches(data_dir, config.batch_tiles)
