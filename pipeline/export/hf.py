@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..shards import shard_name
 from ..tables import FLAG_TYPE, PHRASE_TYPE, RLE_TYPE
 from .atomic import writing
 
@@ -146,7 +147,7 @@ class ShardWriter:
         n = len(self._partials)
         paths = []
         for i, partial in enumerate(self._partials):
-            final = self.out / f"{self.split}-{i:05d}-of-{n:05d}.parquet"
+            final = self.out / shard_name(self.split, i, n)
             partial.replace(final)
             paths.append(final)
         return paths

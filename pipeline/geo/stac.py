@@ -37,6 +37,7 @@ from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from ..shards import parse_shard_path
 from .errors import GeoError
 from .groups import GroupedTable, image_order
 from .layers import GEO_DIR, MERGE_KEY
@@ -45,7 +46,6 @@ from .parquet import read_geo_metadata
 STAC_DIR = "stac"
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 LABEL_TASKS = ["segmentation", "caption"]
-_SHARD_RE = re.compile(r"^data/(?P<split>[A-Za-z0-9_.]+)-\d{5}-of-\d{5}\.parquet$")
 
 
 def _layers(export: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
@@ -151,9 +151,9 @@ def write_stac(
     files = sorted(p.relative_to(export).as_posix() for p in export.rglob("*") if p.is_file())
     shards: dict[str, list[str]] = {}
     for rel in files:
-        match = _SHARD_RE.match(rel)
-        if match:
-            shards.setdefault(match["split"], []).append(rel)
+        shard = parse_shard_path(rel)
+        if shard is not None:
+            shards.setdefault(shard.split, []).append(rel)
     items: list[pystac.Item] = []
     totals: Counter[str] = Counter()
     for inst, tiles, meta in layers:

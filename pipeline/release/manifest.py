@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from pipeline.release.checksums import FileDigest
-from pipeline.release.layout import parse_shard_path
 from pipeline.release.provenance import geopixeld_version, git_commit
+from pipeline.shards import parse_shard_path
 
 if TYPE_CHECKING:
     from pipeline.release.scan import ExportScan

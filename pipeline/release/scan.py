@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 
 from pipeline.release.errors import ExportError
 from pipeline.release.export_stats import distinct_values, geo_summary, review_stats
-from pipeline.release.layout import GENERATED_PATHS, SHARD_PATTERN, parse_shard_path
+from pipeline.release.layout import GENERATED_PATHS
 from pipeline.release.sample_index import build_sample_index
+from pipeline.shards import SHARD_PATTERN, parse_shard_path
 
 
 @dataclass
