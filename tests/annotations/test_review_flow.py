@@ -185,18 +185,18 @@ def test_flags_carry_their_phrase_and_instances_old_rows_too(tmp_path, tools, ma
         "phrase": 1,
         "instance_ids": [7, 8],
     }
-    old = alice.get("/api/samples/P0001_0_128_0_128")
-    assert old.status_code == 404  # not in this dataset; the default one below has old-style rows
-    legacy = make_review()
-    bob = legacy.client("bob")
-    old_flags = bob.get("/api/samples/P0001_0_128_0_128").json()["flags"]
-    assert old_flags[0] == {
-        "code": "seg_mismatch",
-        "severity": "error",
-        "detail": "2 [SEG] for 3 instances",
-        "phrase": None,
-        "instance_ids": None,
-    }
+    # A file written before flags had phrase and instance_ids: its flag struct has three fields only.
+    old_flag = pa.struct([("code", pa.string()), ("severity", pa.string()), ("detail", pa.string())])
+    old_schema = SAMPLES_SCHEMA.set(SAMPLES_SCHEMA.get_field_index("flags"), pa.field("flags", pa.list_(old_flag)))
+    old_row = {**row, "flags": [{"code": "seg_mismatch", "severity": "error", "detail": "2 [SEG] for 3 instances"}]}
+    old_root = tools.write_dataset(tmp_path / "old", [spec])
+    pq.write_table(pa.Table.from_pylist([old_row], schema=old_schema), old_root / "samples.parquet")
+    assert pq.read_schema(old_root / "samples.parquet").field("flags").type.value_type.num_fields == 3
+    bob = make_review(old_root).client("bob")
+    assert bob.get("/api/samples/N_0_128_0_128").json()["flags"] == [
+        {"code": "seg_mismatch", "severity": "error", "detail": "2 [SEG] for 3 instances", "phrase": None,
+         "instance_ids": None}
+    ]
 
 
 # ---------------------------------------------------------------- phrase-level decisions
