@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
-sys.path.insert(0, str(TESTS))  # tests/fixtures.py, helpers shared by test folders
 
 
 @pytest.fixture(scope="session")
