@@ -127,13 +127,9 @@ def iter_db_decisions(db: str | sa.Engine, *, with_fixed: bool = True) -> Iterat
             engine.dispose()
 
 
-def iter_file_decisions(path: str | Path, batch_size: int = 256) -> Iterator[dict[str, Any]]:
-    """Decisions from a Parquet file (``geopixeld review export-decisions``), streamed in batches.
-
-    Rows without ``tile_id``/``review_status`` columns are an error naming the file; missing optional
-    columns read as ``None``.
-    """
-    p = Path(path)
+def _open_decisions_file(p: Path) -> tuple[pq.ParquetFile, set[str]]:
+    """A decisions Parquet file and its column names; an error naming the file when it is unreadable or
+    lacks ``tile_id``/``review_status``."""
     try:
         handle = pq.ParquetFile(p)
     except (OSError, ValueError) as exc:
@@ -142,6 +138,17 @@ def iter_file_decisions(path: str | Path, batch_size: int = 256) -> Iterator[dic
     missing = {"tile_id", "review_status"} - names
     if missing:
         raise DecisionsError(f"{p}: decisions file lacks column(s) {', '.join(sorted(missing))}")
+    return handle, names
+
+
+def iter_file_decisions(path: str | Path, batch_size: int = 256) -> Iterator[dict[str, Any]]:
+    """Decisions from a Parquet file (``geopixeld review export-decisions``), streamed in batches.
+
+    Rows without ``tile_id``/``review_status`` columns are an error naming the file; missing optional
+    columns read as ``None``.
+    """
+    p = Path(path)
+    handle, names = _open_decisions_file(p)
     columns = [c for c in DECISIONS_COLUMNS if c in names]
     for batch in handle.iter_batches(batch_size=batch_size, columns=columns):
         for row in batch.to_pylist():
@@ -198,14 +205,7 @@ class ReviewDecisions:
         """Index a decisions Parquet file, remembering where each ``fixed`` row lies."""
         p = Path(path)
         out = cls(str(p), path=p)
-        try:
-            handle = pq.ParquetFile(p)
-        except (OSError, ValueError) as exc:
-            raise DecisionsError(f"{p}: not a readable decisions Parquet file ({exc})") from exc
-        names = set(handle.schema_arrow.names)
-        missing = {"tile_id", "review_status"} - names
-        if missing:
-            raise DecisionsError(f"{p}: decisions file lacks column(s) {', '.join(sorted(missing))}")
+        handle, names = _open_decisions_file(p)
         columns = [c for c in ("tile_id", "review_status", "reviewer", "decided_at") if c in names]
         for g in range(handle.num_row_groups):
             rows = handle.read_row_group(g, columns=columns).to_pylist()
