@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from annotations.browser import find_browser, open_chrome
 from annotations.samples import INSTANCES_SCHEMA, SAMPLES_SCHEMA
 
 REPO = Path(__file__).resolve().parents[2]
@@ -366,6 +369,29 @@ def serve_review(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def require_browser() -> None:
+    """Skip without Chromium, chromedriver or selenium, unless GEOPIXELD_REQUIRE_BROWSER=1 (CI): then fail."""
+    found = find_browser()
+    if isinstance(found, str):
+        if os.environ.get("GEOPIXELD_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"GEOPIXELD_REQUIRE_BROWSER=1 but the browser test cannot run: {found}")
+        pytest.skip(f"browser test skipped: {found}")
+
+
+@pytest.fixture
+def driver() -> Iterator[Any]:
+    """Headless Chromium with a throwaway profile (see ``annotations.browser``)."""
+    require_browser()
+    profile = tempfile.mkdtemp(prefix="gpx-chrome-")
+    browser = open_chrome(profile)
+    browser.set_page_load_timeout(30)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,64 +8,16 @@ a missing browser is a failure. Screenshots go to .artifacts/ at the repository 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from annotations.browser import find_browser, open_chrome
-
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / ".artifacts"
-
-
-def _require_browser() -> tuple[str, str]:
-    found = find_browser()
-    if isinstance(found, str):
-        if os.environ.get("GEOPIXELD_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"GEOPIXELD_REQUIRE_BROWSER=1 but the browser test cannot run: {found}")
-        pytest.skip(f"browser test skipped: {found}")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            error = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"server exited with {process.returncode}: {error}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"server did not listen on {port}")
-
-
-def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "annotations.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=True,
-    )
 
 
 @pytest.fixture
@@ -135,7 +87,7 @@ def server(browser_data: Path, tools: Any) -> Iterator[str]:
     With ``GEOPIXELD_REVIEW_TEST_DB`` set it keeps its decisions in that PostgreSQL database."""
     db = tools.review_db_url()
     db_args = ["--db", db] if db else []
-    _cli(
+    tools.cli(
         "add-user",
         "alice",
         "--data",
@@ -144,48 +96,8 @@ def server(browser_data: Path, tools: Any) -> Iterator[str]:
         "--password-stdin",
         stdin=f"{tools.PASSWORD}\n",
     )
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "annotations.cli",
-            "serve",
-            "--data",
-            str(browser_data),
-            "--port",
-            str(port),
-            "--spot-check-rate",
-            "0",
-            *db_args,
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-@pytest.fixture
-def driver() -> Iterator[Any]:
-    _require_browser()
-    profile = tempfile.mkdtemp(prefix="gpx-chrome-")
-    browser = open_chrome(profile)
-    browser.set_page_load_timeout(30)
-    try:
-        yield browser
-    finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    with tools.serve(browser_data, "--spot-check-rate", "0", *db_args) as (url, _process):
+        yield url
 
 
 def _rendered(browser: Any) -> str | None:

@@ -16,9 +16,6 @@ keeps its decisions in that PostgreSQL database.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,20 +24,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from annotations.browser import find_browser, open_chrome
 from annotations.export import load_decisions, load_events
 
 pytestmark = pytest.mark.browser
 
 D1, D2, D3, D4, D5 = (f"D{i}_0_400_0_400" for i in range(1, 6))
-
-
-def _require_browser() -> None:
-    found = find_browser()
-    if isinstance(found, str):
-        if os.environ.get("GEOPIXELD_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"GEOPIXELD_REQUIRE_BROWSER=1 but the browser test cannot run: {found}")
-        pytest.skip(f"browser test skipped: {found}")
 
 
 @pytest.fixture
@@ -105,9 +93,8 @@ class Day:
         return client
 
 
-@pytest.fixture
-def day(day_data: Path, tools: Any) -> Iterator[Day]:
-    db = tools.review_db_url()
+def _add_day_users(day_data: Path, tools: Any, db: str | None) -> list[str]:
+    """Alice and Bob (annotators) and Lena (lead); returns the ``--db`` arguments for the server."""
     db_args = ["--db", db] if db else []
     for name, role in (("alice", "annotator"), ("bob", "annotator"), ("lena", "lead")):
         tools.cli(
@@ -121,21 +108,15 @@ def day(day_data: Path, tools: Any) -> Iterator[Day]:
             "--password-stdin",
             stdin=f"{tools.PASSWORD}\n",
         )
-    with tools.serve(day_data, "--spot-check-rate", "0", *db_args) as (url, _process):
-        yield Day(url, day_data, db, tools)
+    return db_args
 
 
 @pytest.fixture
-def driver() -> Iterator[Any]:
-    _require_browser()
-    profile = tempfile.mkdtemp(prefix="gpx-chrome-")
-    browser = open_chrome(profile)
-    browser.set_page_load_timeout(30)
-    try:
-        yield browser
-    finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+def day(day_data: Path, tools: Any) -> Iterator[Day]:
+    db = tools.review_db_url()
+    db_args = _add_day_users(day_data, tools, db)
+    with tools.serve(day_data, "--spot-check-rate", "0", *db_args) as (url, _process):
+        yield Day(url, day_data, db, tools)
 
 
 def wait(driver: Any, condition: Any, message: Any, timeout: float = 15.0) -> Any:
@@ -608,19 +589,7 @@ def test_mask_drawing_round_trip_into_the_export(day: Day, driver: Any) -> None:
 def double_day(day_data: Path, tools: Any) -> Iterator[Day]:
     """The day's data served in two-reviewer mode: every queued sample is reviewed twice, blind."""
     db = tools.review_db_url()
-    db_args = ["--db", db] if db else []
-    for name, role in (("alice", "annotator"), ("bob", "annotator"), ("lena", "lead")):
-        tools.cli(
-            "add-user",
-            name,
-            "--role",
-            role,
-            "--data",
-            str(day_data),
-            *db_args,
-            "--password-stdin",
-            stdin=f"{tools.PASSWORD}\n",
-        )
+    db_args = _add_day_users(day_data, tools, db)
     args = ("--spot-check-rate", "0", "--double-review-rate", "1", *db_args)
     with tools.serve(day_data, *args) as (url, _process):
         yield Day(url, day_data, db, tools)
