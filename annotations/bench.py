@@ -34,6 +34,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from pipeline.loopback import free_port, stop_process
+
 from .browser import open_chrome
 from .samples import INSTANCES_SCHEMA, SAMPLES_SCHEMA
 
@@ -182,12 +184,6 @@ def time_server_label_png(data_dir: Path) -> tuple[float, int]:
     return time.perf_counter() - start, buffer.tell()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "annotations.cli", "serve", "--data", str(data_dir), "--port", str(port)],
@@ -286,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
             f"alternative (server label PNG): {label_s * 1000:.0f} ms to decode + encode, "
             f"{label_bytes / 1e6:.2f} MB to send; chosen design sends RLE strings instead"
         )
-        port = _free_port()
+        port = free_port()
         process = _start_server(data_dir, port)
         loads, switches = measure_browser(f"http://127.0.0.1:{port}", args.runs)
         print(
@@ -331,8 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         print(summary)
     finally:
         if process is not None:
-            process.terminate()
-            process.wait(timeout=10)
+            stop_process(process)
         if not os.environ.get("GPX_BENCH_KEEP"):
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,15 +28,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.loopback import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SAMPLE = ROOT / "tests" / "data" / "isaid"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _timed(cmd: list[str], env: dict[str, str], timeout: float = 900) -> float:
@@ -105,7 +100,7 @@ def run_bench(keep: bool = False) -> dict[str, Any]:
     """Time the bundled sample through the deployment and through the CLI; see the module docstring."""
     work = Path(tempfile.mkdtemp(prefix="geopixeld-flows-bench-"))
     home = work / "prefect-home"
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),

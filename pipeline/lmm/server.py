@@ -40,6 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ..loopback import stop_process
 from .offline import describe, estimate_tokens
 from .types import OFFLINE_MODEL
 
@@ -337,13 +338,7 @@ def offline_server_process(
         base_url = _read_base_url(proc, startup_timeout_s)
         yield proc, base_url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 

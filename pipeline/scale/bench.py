@@ -24,7 +24,6 @@ import http.cookiejar
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from ..loopback import free_port
 from .corpus import make_corpus
 from .measure import Measured, kill_tree, run_measured, tree_rss
 
@@ -60,17 +60,11 @@ def _env(work: Path) -> dict[str, str]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "TQDM_DISABLE": "1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _review(out: Path, env: dict[str, str], timeout: float = 600) -> tuple[Measured, dict[str, float]]:
     """Start ``geopixeld review serve`` on ``out``; time its start-up and its start and queue pages."""
     run_measured(_gp("review", "add-user", "bench", "--data", str(out), "--password-stdin"), env=env,
                  stdin="bench-password-123\n", timeout=120).check("review add-user")
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     start = time.perf_counter()
     proc = subprocess.Popen(_gp("review", "serve", "--data", str(out), "--port", str(port)), env=env,

@@ -33,6 +33,7 @@ from pycocotools import mask as mask_utils
 
 from annotations.browser import find_browser, open_chrome
 from annotations.samples import INSTANCES_SCHEMA, SAMPLES_SCHEMA
+from pipeline.loopback import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 ISAID_IMAGE = Path(__file__).resolve().parents[1] / "data" / "isaid" / "P0003.png"
@@ -307,12 +308,6 @@ def isaid_tile() -> np.ndarray:
         return np.asarray(image.convert("RGB"))[:800, :800].copy()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m annotations.cli ARGS`` (checked)."""
     return subprocess.run(
@@ -363,12 +358,7 @@ def serve_review(
             time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def require_browser() -> None:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.loopback import free_port
+
 # Before anything imports prefect: a home of our own, no analytics, no server from the environment.
 _HOME = tempfile.mkdtemp(prefix="geopixeld-prefect-tests-")
 atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
@@ -41,13 +42,6 @@ os.environ.pop("PREFECT_PROFILE", None)
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

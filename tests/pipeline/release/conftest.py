@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from pipeline.loopback import free_port, stop_process
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -188,13 +189,6 @@ def flip() -> Callable[..., None]:
 # -- loopback S3 (moto server) -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -208,7 +202,7 @@ def s3_endpoint() -> Iterator[str]:
     """Start ``python -m moto.server`` on a free loopback port; yield its URL; stop it by PID."""
     for module in ("moto", "moto.server", "s3fs", "boto3"):
         pytest.importorskip(module, reason=f"S3 tests need moto[server] and s3fs ({module} not importable)")
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -230,12 +224,7 @@ def s3_endpoint() -> Iterator[str]:
                 time.sleep(0.1)
         yield endpoint
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @pytest.fixture
