@@ -46,7 +46,7 @@ from .decisions import (
 from .index import ensure_index
 from .queue import QueueConfig, QueueFilter, ReviewQueue
 from .samples import SampleStore
-from .tile_state import double_stage, tile_state
+from .tile_state import tile_state
 from .validate import validate_fixed
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -235,11 +235,6 @@ def _sample_payload(
             "has_marks": ctx.store.image_path(tile_id, "marks") is not None,
         }
     )
-
-
-def _double_stage(ctx: ReviewContext, tile_id: str) -> str:
-    """Two-reviewer stage of a tile (see ``tile_state.double_stage``)."""
-    return double_stage(ctx.engine, tile_id)
 
 
 def _get_sample(ctx: ReviewContext, tile_id: str) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from .app import (
     _clean,
     _clean_dict,
     _ctx,
-    _double_stage,
     _error,
     _get_sample,
     _queue_filter,
@@ -51,6 +50,7 @@ from .double import AlreadyReviewed, agreement_report, record_review
 from .index import list_facets
 from .phrases import record_phrase_decision
 from .queue import QueueFilter
+from .tile_state import double_stage
 from .undo import NothingToUndo, undo_last
 
 router = APIRouter()
@@ -228,7 +228,7 @@ def decide(
             )
         except FixRejected as rejected:
             return _error(422, "validation", "the fix does not validate", flags=rejected.flags)
-    stage = _double_stage(ctx, tile_id)
+    stage = double_stage(ctx.engine, tile_id)
     if stage == "adjudication" and not session.is_lead:
         return _error(403, "adjudication", "its two reviewers disagreed: a lead decides this sample")
     if stage == "review":
@@ -284,7 +284,7 @@ def decide_phrase(
 ) -> Response:
     ctx = _ctx(request)
     sample = _get_sample(ctx, tile_id)
-    if _double_stage(ctx, tile_id) in ("review", "adjudication"):
+    if double_stage(ctx.engine, tile_id) in ("review", "adjudication"):
         return _error(409, "double_review", "samples reviewed by two annotators are decided as a whole")
     try:
         result = record_phrase_decision(
@@ -412,7 +412,7 @@ def list_events(
     if session.is_lead:
         only_mine = False
     elif tile_id is not None:  # blind review: not the other reviewer's events
-        only_mine = _double_stage(ctx, tile_id) in ("review", "adjudication")
+        only_mine = double_stage(ctx.engine, tile_id) in ("review", "adjudication")
     else:
         only_mine = True
     found = eventlog.list_events(
